@@ -1,0 +1,24 @@
+"""Response helpers: orjson bodies and the one OpenAI error envelope."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from gateway.errors import ApiError
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(exc: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        exc.body(), status_code=exc.status, headers={**exc.headers, **(headers or {})}
+    )

@@ -1,0 +1,82 @@
+"""The result cache interface: store a verified image stream once, read it back forever."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+
+from gateway import media
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
+
+
+def new_image_id() -> str:
+    """An unguessable id: 192 random bits, URL-safe, 32 characters."""
+    return secrets.token_urlsafe(24)
+
+
+def valid_id(image_id: str) -> bool:
+    """Ids are checked before any storage access, so no path trick can reach outside the cache."""
+    return _ID.fullmatch(image_id) is not None
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Who made an image and how: recorded beside it for usage, galleries and retention."""
+
+    team: str
+    model: str
+    request_id: str
+    upstream: str
+    seed: int | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    id: str
+    content_type: str
+    size: int
+    sha256: str
+    created: float
+    meta: ImageMeta
+
+    @property
+    def filename(self) -> str:
+        return f"{self.id}.{media.EXTENSIONS[self.content_type]}"
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> StoredImage:
+        meta = ImageMeta(**data.pop("meta"))  # type: ignore[arg-type]
+        return cls(meta=meta, **data)  # type: ignore[arg-type]
+
+
+class ResultCache(ABC):
+    """Where results live. `store` consumes a stream whose first chunk is already sniffed."""
+
+    @abstractmethod
+    async def store(
+        self, chunks: AsyncIterator[bytes], content_type: str, meta: ImageMeta
+    ) -> StoredImage:
+        """Write the stream atomically; a failure midway leaves nothing behind."""
+
+    @abstractmethod
+    async def get(self, image_id: str) -> StoredImage | None:
+        """The record of an image, or None for an unknown or malformed id."""
+
+    @abstractmethod
+    def open(self, image: StoredImage) -> AsyncIterator[bytes]:
+        """The bytes of a stored image, as a stream."""
+
+    async def read(self, image: StoredImage) -> bytes:
+        return b"".join([chunk async for chunk in self.open(image)])
+
+    @abstractmethod
+    async def writable(self) -> bool:
+        """Whether a write would succeed now (for readiness)."""

@@ -1,0 +1,94 @@
+"""The embedded cache: one file per image plus a JSON record, sharded by id prefix.
+
+Writes go to a temporary file in the target folder and are renamed into place, so a reader
+never sees half an image; all file work runs in worker threads, off the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import orjson
+
+from gateway.cache.base import ImageMeta, ResultCache, StoredImage, new_image_id, valid_id
+
+WRITE_BUFFER = 256 * 1024
+READ_CHUNK = 256 * 1024
+
+
+class FilesystemCache(ResultCache):
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _paths(self, image_id: str) -> tuple[Path, Path]:
+        folder = self.root / image_id[:2]
+        return folder / image_id, folder / f"{image_id}.json"
+
+    def local_path(self, image: StoredImage) -> Path:
+        return self._paths(image.id)[0]
+
+    async def store(
+        self, chunks: AsyncIterator[bytes], content_type: str, meta: ImageMeta
+    ) -> StoredImage:
+        image_id = new_image_id()
+        data_path, meta_path = self._paths(image_id)
+        await anyio.Path(data_path.parent).mkdir(parents=True, exist_ok=True)
+        tmp = data_path.with_name(f".{image_id}.part")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async with await anyio.open_file(tmp, "wb") as out:
+                buffer = bytearray()
+                async for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    buffer += chunk
+                    if len(buffer) >= WRITE_BUFFER:
+                        await out.write(bytes(buffer))
+                        buffer.clear()
+                await out.write(bytes(buffer))
+            await anyio.Path(tmp).rename(data_path)
+        except BaseException:
+            await anyio.Path(tmp).unlink(missing_ok=True)
+            raise
+        image = StoredImage(image_id, content_type, size, digest.hexdigest(), time.time(), meta)
+        await anyio.to_thread.run_sync(_write_atomically, meta_path, orjson.dumps(image.to_json()))
+        return image
+
+    async def get(self, image_id: str) -> StoredImage | None:
+        if not valid_id(image_id):
+            return None
+        try:
+            raw = await anyio.Path(self._paths(image_id)[1]).read_bytes()
+        except FileNotFoundError:
+            return None
+        return StoredImage.from_json(orjson.loads(raw))
+
+    async def open(self, image: StoredImage) -> AsyncIterator[bytes]:
+        async with await anyio.open_file(self.local_path(image), "rb") as source:
+            while chunk := await source.read(READ_CHUNK):
+                yield chunk
+
+    async def read(self, image: StoredImage) -> bytes:
+        return await anyio.Path(self.local_path(image)).read_bytes()
+
+    async def writable(self) -> bool:
+        probe = self.root / f".ready-{os.getpid()}"
+        try:
+            await anyio.Path(self.root).mkdir(parents=True, exist_ok=True)
+            await anyio.Path(probe).write_bytes(b"ok")
+            await anyio.Path(probe).unlink()
+        except OSError:
+            return False
+        return True
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,129 @@
+"""Upstream result link → verified image in the cache, before the client gets an answer.
+
+Upstream links die after about ten minutes, so the download happens at once, retried with
+backoff while the link can still be valid. Only allowed hosts are fetched; the body is
+streamed with a size cap and must start with PNG, JPEG or WebP magic bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import httpx
+
+from gateway import media
+from gateway.cache.base import ImageMeta, ResultCache, StoredImage
+from gateway.errors import UpstreamError
+from gateway.metrics import Metrics
+from gateway.settings import CacheSettings
+
+LINK_LIFETIME_S = 600.0
+FIRST_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 8.0
+CHUNK = 256 * 1024
+
+
+class RehostFailed(Exception):
+    def __init__(self, reason: str, detail: str, retryable: bool) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class Rehoster:
+    def __init__(
+        self,
+        settings: CacheSettings,
+        cache: ResultCache,
+        client: httpx.AsyncClient,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.client = client
+        self.metrics = metrics
+        self.max_bytes = int(settings.max_result_mb * 1024 * 1024)
+
+    def check_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        allowed_schemes = ("https", "http") if self.settings.allow_http_results else ("https",)
+        if parts.scheme not in allowed_schemes:
+            raise RehostFailed(
+                "scheme", f"result link scheme {parts.scheme!r} is not allowed", False
+            )
+        host = parts.hostname or ""
+        if not any(
+            fnmatch.fnmatch(host, pattern) for pattern in self.settings.allowed_result_hosts
+        ):
+            raise RehostFailed(
+                "host", f"result host {host!r} is not in allowed_result_hosts", False
+            )
+
+    async def rehost(self, url: str, meta: ImageMeta) -> StoredImage:
+        """Download and store `url`; retried while the link may live, then a clear 502."""
+        deadline = time.monotonic() + LINK_LIFETIME_S
+        delay = FIRST_BACKOFF_S
+        while True:
+            try:
+                self.check_url(url)
+                return await self._download(url, meta)
+            except RehostFailed as exc:
+                failure = exc
+            if not failure.retryable or time.monotonic() + delay >= deadline:
+                self.metrics.rehost_failures.labels(reason=failure.reason).inc()
+                raise UpstreamError(
+                    f"The upstream produced an image but it could not be fetched: {failure}."
+                ) from failure
+            self.metrics.rehost_retries.labels(reason=failure.reason).inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    async def _download(self, url: str, meta: ImageMeta) -> StoredImage:
+        try:
+            async with self.client.stream("GET", url) as response:
+                if response.status_code in (401, 403, 404, 410):
+                    raise RehostFailed(
+                        "expired", f"result link answered {response.status_code}", False
+                    )
+                if response.status_code != 200:
+                    raise RehostFailed(
+                        "status", f"result link answered {response.status_code}", True
+                    )
+                length = response.headers.get("content-length")
+                if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                    raise RehostFailed("too_large", "result is larger than max_result_mb", False)
+                chunks = response.aiter_bytes(CHUNK)
+                head = await _first_bytes(chunks)
+                content_type = media.sniff(head)
+                if content_type is None:
+                    raise RehostFailed(
+                        "not_image", "result is not a PNG, JPEG or WebP image", False
+                    )
+                image = await self.cache.store(self._capped(head, chunks), content_type, meta)
+        except httpx.TransportError as exc:
+            raise RehostFailed("network", f"download failed ({type(exc).__name__})", True) from exc
+        self.metrics.rehost_bytes.inc(image.size)
+        self.metrics.cache_objects.inc()
+        return image
+
+    async def _capped(self, head: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        size = len(head)
+        yield head
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise RehostFailed("too_large", "result is larger than max_result_mb", False)
+            yield chunk
+
+
+async def _first_bytes(chunks: AsyncIterator[bytes]) -> bytes:
+    head = b""
+    async for chunk in chunks:
+        head += chunk
+        if len(head) >= media.SNIFF_BYTES:
+            break
+    return head

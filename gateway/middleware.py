@@ -1,0 +1,153 @@
+"""Pure ASGI middleware: request ids, metrics and access logs; body limits; client auth."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.api.responses import error_response
+from gateway.errors import AuthenticationFailed, RequestTooLarge
+from gateway.logs import now_ms
+from gateway.metrics import Metrics
+
+access_log = logging.getLogger("gateway.access")
+AUTH_PREFIX = "/v1/"
+
+
+class RequestContext:
+    """Gives every request an id (echoed as `x-request-id`), then counts and logs it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + secrets.token_hex(12)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["x-request-id"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self._record(scope, state, status, started)
+
+    def _record(self, scope: Scope, state: dict[str, Any], status: int, started: float) -> None:
+        route = _route_template(scope)
+        elapsed = time.perf_counter() - started
+        team = state.get("team")
+        team_name = team.name if team is not None else ""
+        model = state.get("model", "")
+        if route.startswith("/v1/images/"):
+            self.metrics.requests.labels(
+                route=route, model=model, team=team_name, status=str(status)
+            ).inc()
+            self.metrics.request_duration.labels(route=route, model=model).observe(elapsed)
+            self.metrics.overhead.labels(route=route).observe(
+                max(
+                    0.0,
+                    elapsed - state.get("upstream_seconds", 0.0) - state.get("rehost_seconds", 0.0),
+                )
+            )
+        if route in ("/metrics", "/healthz", "/readyz"):
+            return
+        access_log.info(
+            "request",
+            extra={
+                "request_id": state["request_id"],
+                "method": scope["method"],
+                "route": route,
+                "status": status,
+                "team": team_name or None,
+                "model": model or None,
+                "upstream": state.get("upstream"),
+                "key_fingerprint": state.get("key_fingerprint"),
+                "images": state.get("images"),
+                "duration_ms": now_ms(started),
+                "upstream_ms": round(state.get("upstream_seconds", 0.0) * 1000, 2),
+            },
+        )
+
+
+def _route_template(scope: Scope) -> str:
+    app = scope.get("app")
+    for route in getattr(app, "routes", []):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
+class BodyLimit:
+    """413 for bodies over the cap: at once by Content-Length, else as soon as it is exceeded."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, limit_mb: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.limit_mb = limit_mb
+
+    def _error(self) -> RequestTooLarge:
+        return RequestTooLarge(f"The request body is larger than {self.limit_mb:g} MB.")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await error_response(self._error(), {"connection": "close"})(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise self._error()
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class ClientAuth:
+    """Resolves `Authorization: Bearer <client key>` to a team for every `/v1/` route."""
+
+    def __init__(self, app: ASGIApp, team_for_key: Any) -> None:
+        self.app = app
+        self.team_for_key = team_for_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(AUTH_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        team = self.team_for_key(key.strip()) if scheme.lower() == "bearer" and key else None
+        if team is None:
+            message = (
+                "Incorrect API key provided."
+                if header
+                else "Missing API key: send Authorization: Bearer <key>."
+            )
+            await error_response(AuthenticationFailed(message))(scope, receive, send)
+            return
+        scope.setdefault("state", {})["team"] = team
+        await self.app(scope, receive, send)

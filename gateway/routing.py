@@ -1,0 +1,158 @@
+"""Which upstream and key serve a job, and what happens when one cannot.
+
+Upstreams serving a model are tried in priority order, equal priorities taking turns. An
+upstream that cannot honour the request is skipped at planning time; at run time a job that
+was not accepted moves to the next usable key, then to the next upstream. A job that may have
+been charged is never sent again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.catalog import ModelSpec
+from gateway.errors import (
+    ApiError,
+    ModelNotFound,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from gateway.keypool import KeyPool, Lease
+from gateway.mapping import shape
+from gateway.metrics import Metrics
+from gateway.requests import ParsedRequest
+from gateway.upstreams import Upstream, UpstreamResult
+
+
+@dataclass
+class Route:
+    upstream: Upstream
+    pool: KeyPool
+
+    @property
+    def name(self) -> str:
+        return self.upstream.name
+
+
+@dataclass(frozen=True)
+class Candidate:
+    route: Route
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: UpstreamResult
+    upstream: str
+    key_fingerprint: str
+    upstream_seconds: float
+
+
+class Router:
+    def __init__(self, routes: list[Route], metrics: Metrics) -> None:
+        self.routes = routes
+        self.metrics = metrics
+        self._turn = itertools.count()
+
+    def serving(self, model: str) -> list[Route]:
+        """Routes for `model` by priority; equal priorities rotate so they share the load."""
+        turn = next(self._turn)
+        ordered: list[Route] = []
+        by_priority = sorted(
+            {
+                r.upstream.settings.priority
+                for r in self.routes
+                if model in r.upstream.settings.models
+            }
+        )
+        for priority in by_priority:
+            group = [
+                r
+                for r in self.routes
+                if r.upstream.settings.priority == priority and model in r.upstream.settings.models
+            ]
+            shift = turn % len(group)
+            ordered += group[shift:] + group[:shift]
+        return ordered
+
+    def plan(self, parsed: ParsedRequest, spec: ModelSpec) -> list[Candidate]:
+        """The upstreams that can honour the request, with their bodies; else the first 400."""
+        routes = self.serving(spec.id)
+        if not routes:
+            raise ModelNotFound(f"No upstream is configured for model '{spec.id}'.", param="model")
+        candidates: list[Candidate] = []
+        first_error: ApiError | None = None
+        for route in routes:
+            try:
+                candidates.append(Candidate(route, shape(parsed, spec, route.upstream.kind)))
+            except ApiError as exc:
+                first_error = first_error or exc
+        if not candidates:
+            assert first_error is not None
+            raise first_error
+        return candidates
+
+    async def run(self, candidates: list[Candidate], extra: dict[str, Any]) -> Outcome:
+        """Run one job on the first upstream and key that accept it."""
+        retry_after: list[float] = []
+        for candidate in candidates:
+            route = candidate.route
+            body = {**candidate.body, **extra}
+            tried: set[str] = set()
+            while True:
+                try:
+                    lease = await route.pool.acquire(body["model"], exclude=tried)
+                except UpstreamRejected as exc:
+                    retry_after.append(exc.retry_after or 1.0)
+                    self.metrics.upstream_errors.labels(upstream=route.name, kind=exc.reason).inc()
+                    break
+                tried.add(lease.key.fingerprint)
+                try:
+                    return await self._attempt(route, lease, body)
+                except UpstreamRejected as exc:
+                    self._note_rejection(route.pool, lease, exc)
+                    self.metrics.upstream_errors.labels(upstream=route.name, kind=exc.reason).inc()
+                finally:
+                    await route.pool.release(lease)
+        wait = min(retry_after, default=1.0)
+        raise UpstreamUnavailable(
+            "Every upstream that serves this model is unavailable right now; try again later.",
+            headers={"retry-after": str(max(1, round(wait)))},
+        )
+
+    async def _attempt(self, route: Route, lease: Lease, body: dict[str, Any]) -> Outcome:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            result = await route.upstream.generate(body, lease.key.key)
+        except UpstreamRejected:
+            outcome = "rejected"
+            raise
+        except UpstreamError as exc:
+            outcome = "timeout" if exc.status == 504 else "error"
+            route.pool.failed(lease, exc.message)
+            self.metrics.upstream_errors.labels(upstream=route.name, kind=outcome).inc()
+            raise
+        except ApiError as exc:
+            outcome = "moderated" if exc.code == "content_policy_violation" else "refused"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.upstream_duration.labels(
+                upstream=route.name, model=body["model"], outcome=outcome
+            ).observe(elapsed)
+        route.pool.succeeded(lease)
+        return Outcome(result, route.name, lease.key.fingerprint, elapsed)
+
+    @staticmethod
+    def _note_rejection(pool: KeyPool, lease: Lease, exc: UpstreamRejected) -> None:
+        if exc.reason == "rate_limited":
+            pool.rate_limited(lease, exc.retry_after)
+        elif exc.reason in ("bad_key", "no_credit"):
+            pool.disable(lease, exc.detail)
+        else:
+            lease.key.last_error = exc.detail

@@ -1,0 +1,208 @@
+"""The gateway's runtime state, built once from settings and held by the app.
+
+It owns the pooled HTTP clients, the key pools, the router, the cache and the metrics, and runs
+one image request from a validated body to the list of answered images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from gateway.cache import ImageMeta, ResultCache, StoredImage, open_cache
+from gateway.cache.rehost import Rehoster
+from gateway.catalog import MODELS, ModelSpec
+from gateway.errors import (
+    ApiError,
+    ConfigError,
+    InvalidRequest,
+    ModelNotFound,
+    PermissionDenied,
+)
+from gateway.keypool import KeyPool
+from gateway.keys import KeyRing, hash_key
+from gateway.media import to_data_url
+from gateway.metrics import Metrics
+from gateway.requests import ParsedRequest, Reference
+from gateway.routing import Candidate, Outcome, Route, Router
+from gateway.settings import Settings, TeamSettings
+from gateway.upstreams import build_upstream
+
+log = logging.getLogger("gateway")
+
+IMAGE_PATH = "/images/"
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One answered image: where it lives and how it was made."""
+
+    image: StoredImage
+    outcome: Outcome
+    seed: int | None
+
+
+class Gateway:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.base_url = settings.server.base_url
+        self.own_prefix = self.base_url + IMAGE_PATH
+        self.max_body_bytes = int(settings.server.max_body_mb * 1024 * 1024)
+        self.teams = {team.name: team for team in settings.teams}
+        self.client_keys = KeyRing(_team_hashes(settings.teams))
+        self.cache: ResultCache = open_cache(settings.cache)
+        self.download_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.cache.download_timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+        self.rehoster = Rehoster(settings.cache, self.cache, self.download_client, self.metrics)
+        self.router = Router([self._route(u) for u in settings.upstreams], self.metrics)
+
+    def _route(self, upstream_settings: Any) -> Route:
+        upstream = build_upstream(upstream_settings)
+        unknown = [m for m in upstream_settings.models if m not in MODELS]
+        if unknown:
+            raise ConfigError(f"upstream {upstream.name!r}: unknown models {', '.join(unknown)}")
+        caps = {
+            m: cap
+            for m in upstream_settings.models
+            if (cap := MODELS[m].max_concurrency_per_key.get(upstream.kind)) is not None
+        }
+        pool = KeyPool(
+            upstream.name,
+            upstream_settings.resolved_keys(),
+            upstream.max_per_key,
+            self.metrics,
+            model_caps=caps,
+            check=upstream.check_key,
+        )
+        return Route(upstream, pool)
+
+    async def aclose(self) -> None:
+        await self.download_client.aclose()
+        for route in self.router.routes:
+            await route.upstream.aclose()
+
+    def team_for_key(self, key: str) -> TeamSettings | None:
+        name = self.client_keys.owner(key)
+        return self.teams.get(name) if name else None
+
+    def model(self, model_id: str, team: TeamSettings) -> ModelSpec:
+        """The catalog entry for a model id or alias, if the team may use it."""
+        resolved = self.settings.aliases.get(model_id, model_id)
+        spec = MODELS.get(resolved)
+        if spec is None:
+            raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
+        if "*" not in team.models and resolved not in team.models and model_id not in team.models:
+            raise PermissionDenied(f"Your team may not use the model '{model_id}'.", param="model")
+        return spec
+
+    async def inline_own_links(
+        self, candidates: list[Candidate], refs: tuple[Reference, ...]
+    ) -> list[Candidate]:
+        """Own durable links become data URLs: an upstream cannot reach a private gateway."""
+        own = [r for r in refs if r.value.startswith(self.own_prefix)]
+        if not own or not self.settings.cache.inline_own_urls:
+            return candidates
+        inlined: dict[str, str] = {}
+        for ref in own:
+            image = await self.lookup_link(ref.value)
+            if image is None:
+                raise InvalidRequest(
+                    f"'{ref.param}' is not a known image of this gateway.", param=ref.param
+                )
+            inlined[ref.value] = to_data_url(await self.cache.read(image), image.content_type)
+        return [
+            Candidate(
+                c.route,
+                {k: inlined.get(v, v) if isinstance(v, str) else v for k, v in c.body.items()},
+            )
+            for c in candidates
+        ]
+
+    async def lookup_link(self, url: str) -> StoredImage | None:
+        """The stored image behind one of this gateway's durable links."""
+        name = url.removeprefix(self.own_prefix).split("?", 1)[0]
+        return await self.lookup_name(name)
+
+    async def lookup_name(self, name: str) -> StoredImage | None:
+        image_id, _, ext = name.partition(".")
+        image = await self.cache.get(image_id)
+        if image is None or image.filename != name:
+            return None
+        return image
+
+    def link(self, image: StoredImage) -> str:
+        return self.own_prefix + image.filename
+
+    async def generate(
+        self,
+        parsed: ParsedRequest,
+        spec: ModelSpec,
+        team: TeamSettings,
+        request_id: str,
+    ) -> list[Delivered]:
+        """Validate against the upstreams, run n jobs concurrently, rehost every result."""
+        candidates = self.router.plan(parsed, spec)
+        candidates = await self.inline_own_links(candidates, parsed.references)
+        req = parsed.body
+        prompt = req.prompt if self.settings.cache.keep_prompts else None
+
+        async def job(index: int) -> Delivered:
+            extra = {"seed": req.seed + index} if req.seed is not None else {}
+            outcome = await self.router.run(candidates, extra)
+            seed = extra.get("seed", outcome.result.seed)
+            meta = ImageMeta(team.name, spec.id, request_id, outcome.upstream, seed, prompt)
+            image = await self.rehoster.rehost(outcome.result.url, meta)
+            return Delivered(image, outcome, seed)
+
+        results = await asyncio.gather(*(job(i) for i in range(req.n)), return_exceptions=True)
+        delivered = [r for r in results if isinstance(r, Delivered)]
+        failures = [r for r in results if not isinstance(r, Delivered)]
+        for failure in failures:
+            if not isinstance(failure, ApiError):
+                raise failure
+        if not delivered:
+            raise failures[0]
+        if failures:
+            log.warning(
+                "partial fan-out",
+                extra={
+                    "request_id": request_id,
+                    "delivered": len(delivered),
+                    "failed": len(failures),
+                },
+            )
+        return delivered
+
+    async def item(self, delivered: Delivered, response_format: str) -> dict[str, Any]:
+        """One `data` entry of the response: the durable link or the bytes inline."""
+        entry: dict[str, Any] = {}
+        if response_format == "b64_json":
+            data = await self.cache.read(delivered.image)
+            entry["b64_json"] = base64.b64encode(data).decode("ascii")
+        else:
+            entry["url"] = self.link(delivered.image)
+        if delivered.outcome.result.revised_prompt:
+            entry["revised_prompt"] = delivered.outcome.result.revised_prompt
+        if delivered.seed is not None:
+            entry["seed"] = delivered.seed
+        return entry
+
+
+def _team_hashes(teams: list[TeamSettings]) -> dict[str, str]:
+    owners: dict[str, str] = {}
+    for team in teams:
+        for h in team.key_hashes + [hash_key(k) for k in team.keys]:
+            if h in owners and owners[h] != team.name:
+                raise ConfigError(
+                    f"a client key is listed for both {owners[h]!r} and {team.name!r}"
+                )
+            owners[h] = team.name
+    return owners

@@ -1,0 +1,178 @@
+"""The one typed settings object: a TOML file, overridden by `GATEWAY_…` environment variables.
+
+The environment is read here and nowhere else; upstream keys come from the variables that
+`keys_env` names, so a config file never has to hold a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.errors import ConfigError
+
+UpstreamKind = Literal["openai-images", "bfl"]
+
+DEFAULT_PRICES: dict[str, float] = {
+    "flux-2-pro": 0.03,
+    "flux-2-max": 0.07,
+    "flux-2-flex": 0.05,
+    "flux-2-klein-9b": 0.015,
+    "flux-2-klein-4b": 0.014,
+    "flux-kontext-pro": 0.04,
+    "flux-kontext-max": 0.08,
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_base_url: str = ""
+    max_body_mb: float = 100
+    trusted_proxies: list[str] = []
+    drain_s: float = 60
+    metrics_token: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The base of durable links: the configured one, or the listening address."""
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class StateSettings(_Section):
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    on_redis_error: Literal["fail-closed", "fail-open"] = "fail-closed"
+
+
+class CacheSettings(_Section):
+    backend: Literal["filesystem", "s3"] = "filesystem"
+    dir: Path = Path("./data/images")
+    retention_days: float = 30
+    max_result_mb: float = 50
+    allowed_result_hosts: list[str] = ["*.bfl.ai", "*.apiyi.com"]
+    allow_http_results: bool = False
+    inline_own_urls: bool = True
+    keep_prompts: bool = True
+    download_timeout_s: float = 60
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_env: str | None = None
+    secret_key_env: str | None = None
+
+
+class UpstreamSettings(_Section):
+    name: str
+    kind: UpstreamKind = "openai-images"
+    base_url: str = ""
+    keys_env: str | None = None
+    keys: list[str] = []
+    models: list[str] = []
+    priority: int = 1
+    max_concurrency_per_key: int | None = None
+    timeout_s: float = 300
+    connect_timeout_s: float = 10
+
+    @model_validator(mode="after")
+    def _default_base_url(self) -> UpstreamSettings:
+        if not self.base_url:
+            if self.kind != "bfl":
+                raise ValueError(f"upstream {self.name!r}: base_url is required")
+            self.base_url = "https://api.bfl.ai"
+        self.base_url = self.base_url.rstrip("/")
+        return self
+
+    def resolved_keys(self) -> list[str]:
+        """The upstream keys: those listed, then those in the `keys_env` variable."""
+        keys = list(self.keys)
+        if self.keys_env:
+            keys += [k.strip() for k in os.environ.get(self.keys_env, "").split(",") if k.strip()]
+        return keys
+
+
+class TeamSettings(_Section):
+    name: str
+    key_hashes: list[str] = []
+    keys: list[str] = []
+    rpm: int | None = None
+    max_concurrency: int | None = None
+    images_per_day: int | None = None
+    monthly_budget_usd: float | None = None
+    models: list[str] = ["*"]
+
+    @field_validator("key_hashes")
+    @classmethod
+    def _hash_shape(cls, hashes: list[str]) -> list[str]:
+        for h in hashes:
+            hexpart = h.removeprefix("sha256:")
+            if not h.startswith("sha256:") or len(hexpart) != 64:
+                raise ValueError("key_hashes entries look like 'sha256:<64 hex digits>'")
+            int(hexpart, 16)
+        return [h.lower() for h in hashes]
+
+
+class AdminSettings(_Section):
+    key_hashes: list[str] = []
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    server: ServerSettings = ServerSettings()
+    state: StateSettings = StateSettings()
+    cache: CacheSettings = CacheSettings()
+    upstreams: list[UpstreamSettings] = []
+    teams: list[TeamSettings] = []
+    admin: AdminSettings = AdminSettings()
+    prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    aliases: dict[str, str] = {}
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment wins over the file, which arrives as init arguments."""
+        return env_settings, init_settings
+
+    @field_validator("prices")
+    @classmethod
+    def _merge_prices(cls, prices: dict[str, float]) -> dict[str, float]:
+        return {**DEFAULT_PRICES, **prices}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Settings:
+        """Settings from `path`, else from $GATEWAY_CONFIG, else from the environment alone."""
+        path = path or os.environ.get("GATEWAY_CONFIG") or None
+        data: dict[str, object] = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(Path(path).read_text())
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        return cls(**data)

@@ -1,0 +1,25 @@
+"""Upstream kinds behind one interface; the kind named in the config picks the class."""
+
+from __future__ import annotations
+
+import httpx
+
+from gateway.errors import ConfigError
+from gateway.settings import UpstreamSettings
+from gateway.upstreams.base import Upstream, UpstreamResult
+from gateway.upstreams.openai_images import OpenAIImagesUpstream
+
+__all__ = ["Upstream", "UpstreamResult", "build_upstream"]
+
+KINDS: dict[str, type[Upstream]] = {"openai-images": OpenAIImagesUpstream}
+
+
+def build_upstream(settings: UpstreamSettings) -> Upstream:
+    try:
+        cls = KINDS[settings.kind]
+    except KeyError:
+        raise ConfigError(f"upstream {settings.name!r}: unknown kind {settings.kind!r}") from None
+    timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    client = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    return cls(settings, client)

@@ -1,0 +1,51 @@
+"""The interface every upstream kind implements: one job in, one result link out.
+
+`generate` raises `UpstreamRejected` when the job was not accepted (nothing charged, another
+key or upstream may take it), `ContentPolicyViolation` for moderation, `InvalidRequest` when
+the upstream refuses the body, and `UpstreamError` / `UpstreamTimeout` once the job may have
+been charged — those are never retried.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from gateway.catalog import Kind
+from gateway.settings import UpstreamSettings
+
+DEFAULT_MAX_PER_KEY = 24
+
+
+@dataclass(frozen=True)
+class UpstreamResult:
+    url: str
+    seed: int | None = None
+    revised_prompt: str | None = None
+
+
+class Upstream(ABC):
+    kind: Kind
+
+    def __init__(self, settings: UpstreamSettings, client: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.client = client
+
+    @property
+    def max_per_key(self) -> int:
+        return self.settings.max_concurrency_per_key or DEFAULT_MAX_PER_KEY
+
+    @abstractmethod
+    async def generate(self, body: dict[str, Any], key: str) -> UpstreamResult:
+        """Run one job with `key` and return the upstream's result link."""
+
+    async def check_key(self, key: str) -> bool:
+        """Whether a disabled key works again; kinds without a cheap check allow one trial."""
+        return True
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

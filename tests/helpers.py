@@ -1,0 +1,165 @@
+"""Real servers on free ports for the tests: in a thread (fast) or as a process (restarts)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from PIL import Image
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ThreadServer:
+    """A uvicorn server on its own event loop in a daemon thread."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+            )
+        )
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(self.server.serve())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll until `url` answers (the server is listening) or the process died."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@dataclass
+class Sim:
+    """The simulator, driven through its control API."""
+
+    url: str
+    keys: list[str]
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+
+    def requests(self, path_prefix: str = "/v1/") -> list[dict[str, Any]]:
+        got = self.client.get(f"{self.url}/_sim/requests").json()["requests"]
+        return [r for r in got if r["path"].startswith(path_prefix)]
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [r["json"] for r in self.requests() if r["method"] == "POST"]
+
+    def reset(self) -> None:
+        self.client.delete(f"{self.url}/_sim/requests").raise_for_status()
+        self.client.delete(f"{self.url}/_sim/faults").raise_for_status()
+
+    def results(self) -> list[dict[str, Any]]:
+        """Every result link the upstream handed out, oldest first."""
+        return list(self.client.get(f"{self.url}/_sim/results").json()["results"])
+
+    def wait_expired(self, result: dict[str, Any]) -> None:
+        """Block until a result link's signature has expired (its `expires` time has passed)."""
+        time.sleep(max(0.0, result["expires"] - time.time()) + 0.05)
+
+    def faults(self, **faults: Any) -> None:
+        self.client.put(f"{self.url}/_sim/faults", json=faults).raise_for_status()
+
+
+def image_bytes(
+    fmt: str, color: tuple[int, int, int] = (200, 40, 40), size: tuple[int, int] = (32, 24)
+) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format=fmt)
+    return out.getvalue()
+
+
+def data_url(data: bytes, content_type: str) -> str:
+    return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@contextmanager
+def gateway_process(
+    config: Path, port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`flux-gateway serve --config …` as a real process, stopped with SIGTERM at the end."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
