@@ -97,8 +97,8 @@ def _size_fields(parsed: ParsedRequest, spec: ModelSpec, kind: Kind) -> dict[str
         return {"aspect_ratio": _ratio_text(ratio)}
     ratio = _parse_ratio(req.aspect_ratio or "", spec)
     if wants_pixels:
-        width = math.sqrt(DEFAULT_PIXELS * ratio)
-        return _fit_pixels(round(width), round(width / ratio))
+        side = math.sqrt(DEFAULT_PIXELS * ratio)
+        return _fit_pixels(round(side), round(side / ratio))
     return {"aspect_ratio": _ratio_text(ratio)}
 
 
@@ -108,10 +108,10 @@ def _from_width_height(
     if width is None or height is None:
         missing = "height" if height is None else "width"
         raise InvalidRequest("Give width and height together.", param=missing)
+    if width == 0 and height == 0:
+        return {"width": 0, "height": 0} if wants_pixels else {}
     if not wants_pixels:
         return {"aspect_ratio": _ratio_text(_ratio(width, height, "width", spec))}
-    if width == 0 and height == 0:
-        return {"width": 0, "height": 0}
     for name, side in (("width", width), ("height", height)):
         if side < MIN_SIDE or side % SIDE_STEP:
             raise InvalidRequest(
@@ -137,14 +137,13 @@ def _parse_ratio(text: str, spec: ModelSpec) -> Fraction:
 
 
 def _ratio(width: int, height: int, param: str, spec: ModelSpec) -> Fraction:
-    ratio = Fraction(width, height)
     low, high = spec.ratio_range
-    if not low <= ratio <= high:
+    if 0 in (width, height) or not low <= Fraction(width, height) <= high:
         raise InvalidRequest(
             f"{spec.id} takes aspect ratios from {_ratio_text(low)} to {_ratio_text(high)}.",
             param=param,
         )
-    return ratio
+    return Fraction(width, height)
 
 
 def _ratio_text(ratio: Fraction) -> str:
@@ -152,11 +151,10 @@ def _ratio_text(ratio: Fraction) -> str:
 
 
 def _fit_pixels(width: int, height: int) -> dict[str, int]:
-    """Round to multiples of 16, at least 64 a side, scaled down to at most 4 megapixels."""
+    """Keep the ratio in multiples of 16, at least 64 a side and at most 4 megapixels."""
     scale = min(1.0, math.sqrt(MAX_PIXELS / (width * height)))
-
-    def side(value: float) -> int:
-        steps = value * scale / SIDE_STEP
-        return max(MIN_SIDE, (round(steps) if scale == 1.0 else math.floor(steps)) * SIDE_STEP)
-
-    return {"width": side(width), "height": side(height)}
+    scale = max(scale, MIN_SIDE / min(width, height))
+    sides = [round(side * scale / SIDE_STEP) * SIDE_STEP for side in (width, height)]
+    if sides[0] * sides[1] > MAX_PIXELS:
+        sides = [math.floor(side * scale / SIDE_STEP) * SIDE_STEP for side in (width, height)]
+    return {"width": max(MIN_SIDE, sides[0]), "height": max(MIN_SIDE, sides[1])}

@@ -37,6 +37,10 @@ class Route:
     def name(self) -> str:
         return self.upstream.name
 
+    @property
+    def priority(self) -> int:
+        return self.upstream.settings.priority
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -59,28 +63,15 @@ class Router:
         self._turn = itertools.count()
 
     def serving(self, model: str) -> list[Route]:
-        """Routes for `model` by priority; equal priorities rotate so they share the load."""
-        turn = next(self._turn)
-        ordered: list[Route] = []
-        by_priority = sorted(
-            {
-                r.upstream.settings.priority
-                for r in self.routes
-                if model in r.upstream.settings.models
-            }
-        )
-        for priority in by_priority:
-            group = [
-                r
-                for r in self.routes
-                if r.upstream.settings.priority == priority and model in r.upstream.settings.models
-            ]
-            shift = turn % len(group)
-            ordered += group[shift:] + group[:shift]
-        return ordered
+        """Routes for `model` by priority, in configuration order within a priority."""
+        routes = [r for r in self.routes if model in r.upstream.settings.models]
+        return sorted(routes, key=lambda r: r.priority)
 
     def plan(self, parsed: ParsedRequest, spec: ModelSpec) -> list[Candidate]:
-        """The upstreams that can honour the request, with their bodies; else the first 400."""
+        """The upstreams that can honour the request, with their bodies; else the first one's 400.
+
+        "First" is by priority and configuration order, so the answer does not depend on turns.
+        """
         routes = self.serving(spec.id)
         if not routes:
             raise ModelNotFound(f"No upstream is configured for model '{spec.id}'.", param="model")
@@ -99,7 +90,7 @@ class Router:
     async def run(self, candidates: list[Candidate], extra: dict[str, Any]) -> Outcome:
         """Run one job on the first upstream and key that accept it."""
         retry_after: list[float] = []
-        for candidate in candidates:
+        for candidate in self._take_turns(candidates):
             route = candidate.route
             body = {**candidate.body, **extra}
             tried: set[str] = set()
@@ -123,6 +114,16 @@ class Router:
             "Every upstream that serves this model is unavailable right now; try again later.",
             headers={"retry-after": str(max(1, round(wait)))},
         )
+
+    def _take_turns(self, candidates: list[Candidate]) -> list[Candidate]:
+        """This job's order: equal priorities rotate job by job, so they share the load."""
+        turn = next(self._turn)
+        ordered: list[Candidate] = []
+        for _, same in itertools.groupby(candidates, key=lambda c: c.route.priority):
+            group = list(same)
+            shift = turn % len(group)
+            ordered += group[shift:] + group[:shift]
+        return ordered
 
     async def _attempt(self, route: Route, lease: Lease, body: dict[str, Any]) -> Outcome:
         started = time.perf_counter()

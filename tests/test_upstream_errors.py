@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import CLIENT_KEY, Gateway, gateway_settings, start_gateway
+from tests.conftest import CLIENT_KEY, Gateway, GatewayFactory
 from tests.helpers import Sim
-
-GatewayFactory = Callable[..., Gateway]
-
-
-@pytest.fixture
-def fresh_gateway(sim: Sim, tmp_path: Path) -> Iterator[GatewayFactory]:
-    started: list[Gateway] = []
-
-    def make(keys: list[str] | None = None, **upstream: Any) -> Gateway:
-        settings = gateway_settings(sim, tmp_path / f"cache{len(started)}")
-        settings.upstreams[0].keys = keys if keys is not None else list(sim.keys)
-        for name, value in upstream.items():
-            setattr(settings.upstreams[0], name, value)
-        gw = start_gateway(settings)
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        gw.server.stop()
 
 
 def post(gw: Gateway, **body: Any) -> httpx.Response:

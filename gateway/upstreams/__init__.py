@@ -7,11 +7,15 @@ import httpx
 from gateway.errors import ConfigError
 from gateway.settings import UpstreamSettings
 from gateway.upstreams.base import Upstream, UpstreamResult
+from gateway.upstreams.bfl import BflUpstream
 from gateway.upstreams.openai_images import OpenAIImagesUpstream
 
 __all__ = ["Upstream", "UpstreamResult", "build_upstream"]
 
-KINDS: dict[str, type[Upstream]] = {"openai-images": OpenAIImagesUpstream}
+KINDS: dict[str, type[Upstream]] = {
+    "openai-images": OpenAIImagesUpstream,
+    "bfl": BflUpstream,
+}
 
 
 def build_upstream(settings: UpstreamSettings) -> Upstream:
