@@ -56,6 +56,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.start()
         try:
             yield
         finally:

@@ -62,6 +62,7 @@ class KeyPool:
         model_caps: dict[str, int] | None = None,
         wait_s: float = 30.0,
         check: KeyCheck | None = None,
+        recheck_s: float = RECHECK_S,
     ) -> None:
         self.upstream = upstream
         self.keys = [KeyState(k, fingerprint(k)) for k in keys]
@@ -70,6 +71,7 @@ class KeyPool:
         self.metrics = metrics
         self.wait_s = wait_s
         self.check = check
+        self.recheck_s = recheck_s
         self._freed = asyncio.Condition()
         self._checks: set[asyncio.Task[None]] = set()
         for k in self.keys:
@@ -91,7 +93,7 @@ class KeyPool:
         now = time.time()
         waits = [k.cooldown_until - now for k in self.keys if not k.disabled]
         waits += [k.recheck_at - now for k in self.keys if k.disabled]
-        return max(1.0, min(waits, default=RECHECK_S))
+        return max(1.0, min(waits, default=self.recheck_s))
 
     async def acquire(self, model: str, exclude: set[str] = frozenset()) -> Lease:  # type: ignore[assignment]
         """A slot on the least busy healthy key, waiting up to `wait_s` while all are busy."""
@@ -146,7 +148,7 @@ class KeyPool:
     def disable(self, lease: Lease, detail: str) -> None:
         key = lease.key
         key.disabled = True
-        key.recheck_at = time.time() + RECHECK_S
+        key.recheck_at = time.time() + self.recheck_s
         key.last_error = detail
         self._publish(key)
 
@@ -171,7 +173,7 @@ class KeyPool:
         now = time.time()
         for key in self.keys:
             if key.disabled and key.recheck_at <= now:
-                key.recheck_at = now + RECHECK_S
+                key.recheck_at = now + self.recheck_s
                 if self.check is None:
                     key.disabled = False
                     self._publish(key)

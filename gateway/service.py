@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +25,16 @@ from gateway.errors import (
     ModelNotFound,
     PermissionDenied,
 )
+from gateway.idempotency import Idempotency
 from gateway.keypool import KeyPool
 from gateway.keys import KeyRing, hash_key
+from gateway.limits import TeamLimiter, Ticket
 from gateway.media import to_data_url
 from gateway.metrics import Metrics
 from gateway.requests import ParsedRequest, Reference
 from gateway.routing import Candidate, Outcome, Route, Router
 from gateway.settings import Settings, TeamSettings
+from gateway.state import open_state
 from gateway.upstreams import build_upstream
 
 log = logging.getLogger("gateway")
@@ -45,6 +49,7 @@ class Delivered:
     image: StoredImage
     outcome: Outcome
     seed: int | None
+    rehost_seconds: float
 
 
 class Gateway:
@@ -63,6 +68,14 @@ class Gateway:
         )
         self.rehoster = Rehoster(settings.cache, self.cache, self.download_client, self.metrics)
         self.router = Router([self._route(u) for u in settings.upstreams], self.metrics)
+        self.state = open_state(settings.state, self.metrics)
+        self.limiter = TeamLimiter(self.state, settings.prices, self.metrics)
+        longest = max((u.timeout_s for u in settings.upstreams), default=300.0)
+        self.idempotency = Idempotency(self.state, wait_s=longest + 120.0)
+
+    def start(self) -> None:
+        """Background work that needs a running loop: lease renewal."""
+        self.limiter.start()
 
     def _route(self, upstream_settings: Any) -> Route:
         upstream = build_upstream(upstream_settings)
@@ -81,10 +94,13 @@ class Gateway:
             self.metrics,
             model_caps=caps,
             check=upstream.check_key,
+            recheck_s=upstream_settings.recheck_s,
         )
         return Route(upstream, pool)
 
     async def aclose(self) -> None:
+        await self.limiter.stop()
+        await self.state.aclose()
         await self.download_client.aclose()
         for route in self.router.routes:
             await route.upstream.aclose()
@@ -145,11 +161,11 @@ class Gateway:
         self,
         parsed: ParsedRequest,
         spec: ModelSpec,
+        candidates: list[Candidate],
         team: TeamSettings,
         request_id: str,
     ) -> list[Delivered]:
-        """Validate against the upstreams, run n jobs concurrently, rehost every result."""
-        candidates = self.router.plan(parsed, spec)
+        """Run n jobs concurrently on the planned upstreams and rehost every result."""
         candidates = await self.inline_own_links(candidates, parsed.references)
         req = parsed.body
         prompt = req.prompt if self.settings.cache.keep_prompts else None
@@ -159,8 +175,9 @@ class Gateway:
             outcome = await self.router.run(candidates, extra)
             seed = extra.get("seed", outcome.result.seed)
             meta = ImageMeta(team.name, spec.id, request_id, outcome.upstream, seed, prompt)
+            started = time.perf_counter()
             image = await self.rehoster.rehost(outcome.result.url, meta)
-            return Delivered(image, outcome, seed)
+            return Delivered(image, outcome, seed, time.perf_counter() - started)
 
         results = await asyncio.gather(*(job(i) for i in range(req.n)), return_exceptions=True)
         delivered = [r for r in results if isinstance(r, Delivered)]
@@ -180,6 +197,15 @@ class Gateway:
                 },
             )
         return delivered
+
+    async def settle(self, ticket: Ticket, model: str, delivered: int) -> None:
+        """Charge the team for what was delivered and give back the rest of the reservation."""
+        await self.limiter.settle(ticket, delivered)
+        if delivered:
+            team = ticket.team.name
+            self.metrics.images.labels(model=model, team=team).inc(delivered)
+            price = self.settings.prices.get(model, 0.0)
+            self.metrics.spend.labels(team=team, model=model).inc(price * delivered)
 
     async def item(self, delivered: Delivered, response_format: str) -> dict[str, Any]:
         """One `data` entry of the response: the durable link or the bytes inline."""

@@ -52,6 +52,8 @@ class StateSettings(_Section):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     on_redis_error: Literal["fail-closed", "fail-open"] = "fail-closed"
+    lease_s: float = Field(30.0, gt=1)
+    timeout_s: float = Field(1.0, gt=0)
 
 
 class CacheSettings(_Section):
@@ -83,6 +85,7 @@ class UpstreamSettings(_Section):
     max_concurrency_per_key: int | None = None
     timeout_s: float = 300
     connect_timeout_s: float = 10
+    recheck_s: float = Field(default=60, gt=0)
 
     @model_validator(mode="after")
     def _default_base_url(self) -> UpstreamSettings:

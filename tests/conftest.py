@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -11,11 +12,12 @@ from gateway.app import create_app
 from gateway.catalog import MODELS
 from gateway.settings import Settings
 from gateway.sim import SimConfig, create_sim_app
-from tests.helpers import Sim, ThreadServer, free_port
+from tests.helpers import RedisServer, Sim, ThreadServer, free_port
 
 CLIENT_KEY = "sk-test-design-0123456789"
 LIMITED_KEY = "sk-test-limited-0123456789"
 SIM_KEYS = ["sim-key-a", "sim-key-b"]
+UpstreamConfig = dict[str, Any]
 
 
 @dataclass
@@ -84,3 +86,49 @@ def gateway(sim: Sim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate
 @pytest.fixture
 def client(gateway: Gateway) -> openai.OpenAI:
     return gateway.client()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def sim_upstream(sim: Sim, name: str, kind: str, **fields: Any) -> UpstreamConfig:
+    """An upstream of `kind` on the simulator, which serves both protocols on one port."""
+    base_url = f"{sim.url}/v1" if kind == "openai-images" else sim.url
+    config: UpstreamConfig = {"name": name, "kind": kind, "base_url": base_url}
+    return config | {"keys": list(sim.keys), "models": list(MODELS), "timeout_s": 30} | fields
+
+
+GatewayFactory = Callable[..., Gateway]
+
+
+@pytest.fixture
+def fresh_gateway(sim: Sim, tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Gateways of a test's own: the default aggregator with other `keys` and settings, or
+    exactly the given `upstreams`. All are stopped at the end of the test."""
+    started: list[Gateway] = []
+
+    def make(
+        keys: list[str] | None = None,
+        *,
+        upstreams: list[UpstreamConfig] | None = None,
+        **upstream: Any,
+    ) -> Gateway:
+        cache_dir = tmp_path / f"cache{len(started)}"
+        if upstreams is not None:
+            settings = gateway_settings(sim, cache_dir, upstreams=upstreams)
+        else:
+            settings = gateway_settings(sim, cache_dir)
+            settings.upstreams[0].keys = keys if keys is not None else list(sim.keys)
+            for name, value in upstream.items():
+                setattr(settings.upstreams[0], name, value)
+        gw = start_gateway(settings)
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.server.stop()

@@ -1,34 +1,71 @@
-"""`POST /v1/images/generations` and `POST /v1/images/edits`: one handler, two routes."""
+"""`POST /v1/images/generations` and `POST /v1/images/edits`: one handler, two routes.
+
+The flow is one way: parse and validate → plan (which upstreams can honour it) → idempotency
+→ team admission → run → settle → answer.
+"""
 
 from __future__ import annotations
 
 import time
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.responses import JSONResponse
+from gateway.idempotency import body_hash
 from gateway.requests import parse
 from gateway.service import Gateway
+
+REPLAY_HEADER = "x-idempotent-replay"
 
 
 async def create_image(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     team = request.state.team
+    request_id: str = request.state.request_id
     parsed = await parse(request, gateway.max_body_bytes, gateway.own_prefix)
     spec = gateway.model(parsed.body.model, team)
     request.state.model = spec.id
-    delivered = await gateway.generate(parsed, spec, team, request.state.request_id)
-    response_format = parsed.body.response_format or "url"
-    data = [await gateway.item(d, response_format) for d in delivered]
+    candidates = gateway.router.plan(parsed, spec)
+
+    idem_key = request.headers.get("idempotency-key")
+    idem_name = gateway.idempotency.name(team.name, idem_key) if idem_key is not None else None
+    if idem_name is not None:
+        stored = await gateway.idempotency.begin(idem_name, body_hash(parsed))
+        if stored is not None:
+            replay = orjson.loads(stored)
+            return JSONResponse(
+                replay["body"], headers={**replay["headers"], REPLAY_HEADER: "true"}
+            )
+    try:
+        ticket = await gateway.limiter.admit(team, request_id, spec.id, parsed.body.n)
+        request.state.ratelimit_headers = ticket.headers
+        delivered = []
+        gateway.metrics.inflight.labels(team=team.name).inc()
+        try:
+            delivered = await gateway.generate(parsed, spec, candidates, team, request_id)
+        finally:
+            gateway.metrics.inflight.labels(team=team.name).dec()
+            await gateway.settle(ticket, spec.id, len(delivered))
+        response_format = parsed.body.response_format or "url"
+        data = [await gateway.item(d, response_format) for d in delivered]
+    except BaseException:
+        if idem_name is not None:
+            await gateway.idempotency.drop(idem_name)
+        raise
     upstreams = ",".join(dict.fromkeys(d.outcome.upstream for d in delivered))
     request.state.upstream = upstreams
     request.state.key_fingerprint = ",".join(
         dict.fromkeys(d.outcome.key_fingerprint for d in delivered)
     )
     request.state.upstream_seconds = max(d.outcome.upstream_seconds for d in delivered)
+    request.state.rehost_seconds = max(d.rehost_seconds for d in delivered)
     request.state.images = len(delivered)
-    return JSONResponse(
-        {"created": int(time.time()), "data": data},
-        headers={"x-gateway-upstream": upstreams},
-    )
+    body = {"created": int(time.time()), "data": data}
+    headers = {"x-gateway-upstream": upstreams, **ticket.headers}
+    if idem_name is not None:
+        await gateway.idempotency.finish(
+            idem_name, orjson.dumps({"body": body, "headers": headers})
+        )
+    return JSONResponse(body, headers=headers)

@@ -1,0 +1,134 @@
+"""The state layer: everything replicas must share, behind one interface.
+
+Two implementations: `MemoryState` (one process, no server) and `RedisState` (atomic Lua
+scripts, one round trip per admission). The layer knows nothing of teams or upstreams as
+concepts: it keeps counters, windows, leases and records under names it is given.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+PENDING_TTL_S = 900.0
+DONE_TTL_S = 24 * 3600.0
+
+
+class StateUnavailable(Exception):
+    """The backend could not be reached; the caller decides between fail-open and fail-closed."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A team's limits; None means unlimited."""
+
+    rpm: int | None
+    max_concurrency: int | None
+    images_per_day: int | None
+    budget_micros: int | None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """`refused` is None when admitted, else rpm | concurrency | images | budget."""
+
+    refused: str | None
+    retry_after_s: float
+    remaining_requests: int
+
+
+@dataclass(frozen=True)
+class Counters:
+    """The names under which one team's request is counted: window, leases, day, month."""
+
+    team: str
+    day: str
+    month: str
+
+
+@dataclass(frozen=True)
+class KeyChoice:
+    """`index` of the chosen key; else None, with `busy` (all at cap) or `retry_after_s`."""
+
+    index: int | None
+    busy: bool = False
+    retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    disabled: bool
+    cooldown_until: float
+    recheck_claimed: bool = False
+
+
+@dataclass(frozen=True)
+class IdemRecord:
+    state: str
+    body_hash: str
+    response: bytes
+
+
+class State(ABC):
+    lease_s: float = 30.0
+
+    @abstractmethod
+    async def admit(
+        self, names: Counters, request_id: str, limits: Limits, images: int, cost_micros: int
+    ) -> Admission:
+        """Check every limit and, only if all pass, reserve one request, a lease and the quota."""
+
+    @abstractmethod
+    async def settle(
+        self, names: Counters, request_id: str, images_back: int, micros_back: int
+    ) -> None:
+        """Free the request's lease and return the unused reservation."""
+
+    @abstractmethod
+    async def renew(self, team: str, request_ids: list[str]) -> None:
+        """Extend the in-flight leases of requests this process is still running."""
+
+    @abstractmethod
+    async def key_acquire(
+        self, pool: str, keys: list[str], model: str, lease_id: str, cap: int, model_cap: int | None
+    ) -> KeyChoice:
+        """A slot on the least busy usable key among `keys` (fingerprints), in their order."""
+
+    @abstractmethod
+    async def key_release(self, pool: str, key: str, model: str, lease_id: str) -> None: ...
+
+    @abstractmethod
+    async def key_renew(self, pool: str, key: str, model: str, lease_ids: list[str]) -> None: ...
+
+    @abstractmethod
+    async def key_event(
+        self, pool: str, key: str, event: str, seconds: float = -1, detail: str = ""
+    ) -> KeyStatus:
+        """Record ok | rate_limited | failed | disable | enable | claim_recheck for a key."""
+
+    @abstractmethod
+    async def key_info(self, pool: str, key: str) -> dict[str, str]:
+        """The raw shared state of a key (for admin output)."""
+
+    @abstractmethod
+    async def key_inflight(self, pool: str, key: str) -> int: ...
+
+    @abstractmethod
+    async def idem_begin(self, name: str, body_hash: str) -> IdemRecord | None:
+        """Claim `name` (None: claimed now) or return the record someone else holds."""
+
+    @abstractmethod
+    async def idem_finish(self, name: str, response: bytes) -> None: ...
+
+    @abstractmethod
+    async def idem_drop(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> bool: ...
+
+    async def aclose(self) -> None:
+        return None
+
+
+STREAK_LIMIT = 3
+STREAK_COOLDOWN_S = 30.0

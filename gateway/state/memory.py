@@ -1,0 +1,191 @@
+"""In-process state: exact within one process, nothing to run. The embedded default."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+
+from gateway.state.base import (
+    DONE_TTL_S,
+    PENDING_TTL_S,
+    STREAK_COOLDOWN_S,
+    STREAK_LIMIT,
+    Admission,
+    Counters,
+    IdemRecord,
+    KeyChoice,
+    KeyStatus,
+    Limits,
+    State,
+)
+
+WINDOW_S = 60.0
+IDEM_SWEEP_AT = 10_000
+
+
+def _expire(leases: dict[str, float], now: float) -> dict[str, float]:
+    for lease_id in [k for k, until in leases.items() if until <= now]:
+        del leases[lease_id]
+    return leases
+
+
+class MemoryState(State):
+    def __init__(self, lease_s: float = 30.0) -> None:
+        self.lease_s = lease_s
+        self._windows: dict[str, deque[float]] = defaultdict(deque)
+        self._inflight: dict[str, dict[str, float]] = defaultdict(dict)
+        self._counters: dict[str, int] = defaultdict(int)
+        self._keys: dict[str, dict[str, float | str]] = defaultdict(dict)
+        self._slots: dict[str, dict[str, float]] = defaultdict(dict)
+        self._idem: dict[str, tuple[IdemRecord, float]] = {}
+
+    async def admit(
+        self, names: Counters, request_id: str, limits: Limits, images: int, cost_micros: int
+    ) -> Admission:
+        now = time.time()
+        window = self._windows[names.team]
+        while window and window[0] <= now - WINDOW_S:
+            window.popleft()
+        rpm = limits.rpm if limits.rpm is not None else -1
+        reset = window[0] + WINDOW_S - now if window else 0.0
+        if limits.rpm is not None and len(window) >= limits.rpm:
+            return Admission("rpm", reset, 0)
+        leases = _expire(self._inflight[names.team], now)
+        if limits.max_concurrency is not None and len(leases) >= limits.max_concurrency:
+            return Admission("concurrency", 1.0, rpm - len(window))
+        day_key, month_key = f"{names.team}:{names.day}", f"{names.team}:{names.month}"
+        if (
+            limits.images_per_day is not None
+            and self._counters[day_key] + images > limits.images_per_day
+        ):
+            return Admission("images", 0.0, rpm - len(window))
+        if (
+            limits.budget_micros is not None
+            and self._counters[month_key] + cost_micros > limits.budget_micros
+        ):
+            return Admission("budget", 0.0, rpm - len(window))
+        window.append(now)
+        leases[request_id] = now + self.lease_s
+        self._counters[day_key] += images
+        self._counters[month_key] += cost_micros
+        return Admission(None, window[0] + WINDOW_S - now, rpm - len(window))
+
+    async def settle(
+        self, names: Counters, request_id: str, images_back: int, micros_back: int
+    ) -> None:
+        self._inflight[names.team].pop(request_id, None)
+        self._counters[f"{names.team}:{names.day}"] -= images_back
+        self._counters[f"{names.team}:{names.month}"] -= micros_back
+
+    async def renew(self, team: str, request_ids: list[str]) -> None:
+        leases = self._inflight[team]
+        until = time.time() + self.lease_s
+        for request_id in request_ids:
+            if request_id in leases:
+                leases[request_id] = until
+
+    def _key_state(self, pool: str, key: str) -> dict[str, float | str]:
+        return self._keys[f"{pool}:{key}"]
+
+    async def key_acquire(
+        self, pool: str, keys: list[str], model: str, lease_id: str, cap: int, model_cap: int | None
+    ) -> KeyChoice:
+        now = time.time()
+        best: int | None = None
+        best_load = 0
+        usable = 0
+        wait: float | None = None
+        for index, key in enumerate(keys):
+            state = self._key_state(pool, key)
+            if state.get("disabled") == 1:
+                blocked = max(float(state.get("recheck_at", 0)) - now, 1.0)
+            elif float(state.get("cooldown_until", 0)) > now:
+                blocked = float(state["cooldown_until"]) - now
+            else:
+                usable += 1
+                load = len(_expire(self._slots[f"{pool}:{key}"], now))
+                model_load = len(_expire(self._slots[f"{pool}:{key}:{model}"], now))
+                has_slot = load < cap and (model_cap is None or model_load < model_cap)
+                if has_slot and (best is None or load < best_load):
+                    best, best_load = index, load
+                continue
+            wait = blocked if wait is None else min(wait, blocked)
+        if best is None:
+            return KeyChoice(None, busy=usable > 0, retry_after_s=wait or 0.0)
+        until = now + self.lease_s
+        self._slots[f"{pool}:{keys[best]}"][lease_id] = until
+        self._slots[f"{pool}:{keys[best]}:{model}"][lease_id] = until
+        return KeyChoice(best)
+
+    async def key_release(self, pool: str, key: str, model: str, lease_id: str) -> None:
+        self._slots[f"{pool}:{key}"].pop(lease_id, None)
+        self._slots[f"{pool}:{key}:{model}"].pop(lease_id, None)
+
+    async def key_renew(self, pool: str, key: str, model: str, lease_ids: list[str]) -> None:
+        until = time.time() + self.lease_s
+        for name in (f"{pool}:{key}", f"{pool}:{key}:{model}"):
+            slots = self._slots[name]
+            for lease_id in lease_ids:
+                if lease_id in slots:
+                    slots[lease_id] = until
+
+    async def key_event(
+        self, pool: str, key: str, event: str, seconds: float = -1, detail: str = ""
+    ) -> KeyStatus:
+        now = time.time()
+        state = self._key_state(pool, key)
+        claimed = False
+        if event == "ok":
+            state.update(failures=0, cooldowns=0)
+        elif event == "rate_limited":
+            cooldowns = int(state.get("cooldowns", 0)) + 1
+            if seconds < 0:
+                seconds = min(300.0, 5.0 * 2 ** (cooldowns - 1))
+            state.update(cooldowns=cooldowns, cooldown_until=now + seconds, last_error=detail)
+        elif event == "failed":
+            failures = int(state.get("failures", 0)) + 1
+            state.update(failures=failures, last_error=detail)
+            if failures >= STREAK_LIMIT:
+                state.update(failures=0, cooldown_until=now + STREAK_COOLDOWN_S)
+        elif event == "disable":
+            state.update(disabled=1, recheck_at=now + seconds, last_error=detail)
+        elif event == "enable":
+            state.update(disabled=0, cooldown_until=0, failures=0, cooldowns=0)
+        elif (
+            event == "claim_recheck"
+            and state.get("disabled") == 1
+            and float(state.get("recheck_at", 0)) <= now
+        ):
+            state["recheck_at"] = now + seconds
+            claimed = True
+        return KeyStatus(state.get("disabled") == 1, float(state.get("cooldown_until", 0)), claimed)
+
+    async def key_info(self, pool: str, key: str) -> dict[str, str]:
+        return {k: str(v) for k, v in self._key_state(pool, key).items()}
+
+    async def key_inflight(self, pool: str, key: str) -> int:
+        return len(_expire(self._slots[f"{pool}:{key}"], time.time()))
+
+    async def idem_begin(self, name: str, body_hash: str) -> IdemRecord | None:
+        now = time.time()
+        if len(self._idem) > IDEM_SWEEP_AT:
+            self._idem = {k: v for k, v in self._idem.items() if v[1] > now}
+        held = self._idem.get(name)
+        if held is not None and held[1] > now:
+            return held[0]
+        self._idem[name] = (IdemRecord("pending", body_hash, b""), now + PENDING_TTL_S)
+        return None
+
+    async def idem_finish(self, name: str, response: bytes) -> None:
+        held = self._idem.get(name)
+        if held is not None:
+            self._idem[name] = (
+                IdemRecord("done", held[0].body_hash, response),
+                time.time() + DONE_TTL_S,
+            )
+
+    async def idem_drop(self, name: str) -> None:
+        self._idem.pop(name, None)
+
+    async def ping(self) -> bool:
+        return True
