@@ -1,44 +1,48 @@
 """One upstream's keys: health, cooldowns, per-key concurrency slots, and the choice among them.
 
-The healthy key with the fewest jobs in flight wins; a key at its cap is skipped; when every
-key is busy a request waits a bounded time for a slot. A 429 cools a key (honouring
-Retry-After), a bad or empty key is disabled and re-checked later, and a streak of failures
-cools a key that keeps failing.
+Slots and key health live in the state layer, so every replica sees the same pool: the healthy
+key with the fewest jobs in flight wins (one atomic call), a key at its cap is skipped, and when
+every key is busy a request waits a bounded time for a slot. A 429 cools a key (honouring
+Retry-After), a bad or empty key is disabled and re-checked periodically, and a streak of
+failures cools a key that keeps failing. Slots are leases: renewed while a job runs, so a
+killed replica's slots expire. Keys are named in shared state by fingerprint only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from gateway.errors import UpstreamRejected
+from gateway.errors import ApiError, UpstreamRejected
 from gateway.keys import fingerprint
 from gateway.metrics import Metrics
+from gateway.state.base import KeyStatus, State, StateUnavailable
 
-FIRST_COOLDOWN_S = 5.0
-MAX_COOLDOWN_S = 300.0
-STREAK_LIMIT = 3
-STREAK_COOLDOWN_S = 30.0
 RECHECK_S = 60.0
+BUSY_POLL_S = 0.25
+MAX_REFRESH_S = 2.0
 
 KeyCheck = Callable[[str], Awaitable[bool]]
+log = logging.getLogger("gateway.keypool")
 
 
 @dataclass
-class KeyState:
+class PoolKey:
+    """This process's view of one key; the truth is in the state layer."""
+
     key: str
     fingerprint: str
-    inflight: int = 0
-    per_model: Counter[str] = field(default_factory=Counter)
     disabled: bool = False
     cooldown_until: float = 0.0
-    cooldowns_in_row: int = 0
-    failures_in_row: int = 0
     recheck_at: float = 0.0
     last_error: str | None = None
+    troubled: bool = False
 
     def state(self, now: float) -> str:
         if self.disabled:
@@ -46,10 +50,11 @@ class KeyState:
         return "cooling" if self.cooldown_until > now else "healthy"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Lease:
-    key: KeyState
+    key: PoolKey
     model: str
+    lease_id: str
 
 
 class KeyPool:
@@ -59,132 +64,185 @@ class KeyPool:
         keys: list[str],
         max_per_key: int,
         metrics: Metrics,
+        state: State,
         model_caps: dict[str, int] | None = None,
         wait_s: float = 30.0,
         check: KeyCheck | None = None,
         recheck_s: float = RECHECK_S,
     ) -> None:
         self.upstream = upstream
-        self.keys = [KeyState(k, fingerprint(k)) for k in keys]
+        self.keys = [PoolKey(k, fingerprint(k)) for k in keys]
         self.max_per_key = max_per_key
-        self.model_caps = model_caps or {}
         self.metrics = metrics
+        self.state = state
+        self.model_caps = model_caps or {}
         self.wait_s = wait_s
         self.check = check
         self.recheck_s = recheck_s
+        self._held: dict[str, Lease] = {}
         self._freed = asyncio.Condition()
-        self._checks: set[asyncio.Task[None]] = set()
-        for k in self.keys:
-            self._publish(k)
+        self._turn = itertools.count()
+        for key in self.keys:
+            self._publish(key)
 
-    def _publish(self, key: KeyState) -> None:
+    def _publish(self, key: PoolKey) -> None:
         self.metrics.set_key_state(self.upstream, key.fingerprint, key.state(time.time()))
 
-    def _has_slot(self, key: KeyState, model: str) -> bool:
-        cap = self.model_caps.get(model)
-        return key.inflight < self.max_per_key and (cap is None or key.per_model[model] < cap)
+    def _retry_after(self) -> float:
+        """Seconds until this process expects some key to be usable again."""
+        now = time.time()
+        waits = [(k.recheck_at if k.disabled else k.cooldown_until) - now for k in self.keys]
+        return max(1.0, min(waits, default=1.0))
 
-    def usable(self, now: float | None = None) -> list[KeyState]:
-        now = time.time() if now is None else now
+    def usable(self) -> list[PoolKey]:
+        now = time.time()
         return [k for k in self.keys if k.state(now) == "healthy"]
 
-    def retry_after(self) -> float:
-        """Seconds until some key may be usable again."""
-        now = time.time()
-        waits = [k.cooldown_until - now for k in self.keys if not k.disabled]
-        waits += [k.recheck_at - now for k in self.keys if k.disabled]
-        return max(1.0, min(waits, default=self.recheck_s))
-
-    async def acquire(self, model: str, exclude: set[str] = frozenset()) -> Lease:  # type: ignore[assignment]
+    async def acquire(self, model: str, exclude: frozenset[str] | set[str] = frozenset()) -> Lease:
         """A slot on the least busy healthy key, waiting up to `wait_s` while all are busy."""
         deadline = time.monotonic() + self.wait_s
-        async with self._freed:
-            while True:
-                self._recheck_due()
-                usable = [k for k in self.usable() if k.fingerprint not in exclude]
-                if not usable:
-                    raise UpstreamRejected("unavailable", "no usable key", self.retry_after())
-                free = [k for k in usable if self._has_slot(k, model)]
-                if free:
-                    key = min(free, key=lambda k: k.inflight)
-                    key.inflight += 1
-                    key.per_model[model] += 1
-                    return Lease(key, model)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise UpstreamRejected("busy", "every key is at its concurrency cap", 1.0)
-                try:
-                    await asyncio.wait_for(self._freed.wait(), min(remaining, 1.0))
-                except TimeoutError:
-                    continue
+        candidates = [k for k in self.keys if k.fingerprint not in exclude]
+        if not candidates:
+            raise UpstreamRejected("unavailable", "no untried key", self._retry_after())
+        shift = next(self._turn) % len(candidates)
+        candidates = candidates[shift:] + candidates[:shift]
+        while True:
+            lease_id = secrets.token_hex(8)
+            choice = await self.state.key_acquire(
+                self.upstream,
+                [k.fingerprint for k in candidates],
+                model,
+                lease_id,
+                self.max_per_key,
+                self.model_caps.get(model),
+            )
+            if choice.index is not None:
+                lease = Lease(candidates[choice.index], model, lease_id)
+                self._held[lease_id] = lease
+                return lease
+            if not choice.busy:
+                raise UpstreamRejected(
+                    "unavailable", "no usable key", max(choice.retry_after_s, 1.0)
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamRejected("busy", "every key is at its concurrency cap", 1.0)
+            async with self._freed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), min(remaining, BUSY_POLL_S))
 
     async def release(self, lease: Lease) -> None:
-        lease.key.inflight -= 1
-        lease.key.per_model[lease.model] -= 1
+        self._held.pop(lease.lease_id, None)
+        await self.state.key_release(
+            self.upstream, lease.key.fingerprint, lease.model, lease.lease_id
+        )
         async with self._freed:
             self._freed.notify_all()
 
-    def succeeded(self, lease: Lease) -> None:
-        key = lease.key
-        key.failures_in_row = 0
-        key.cooldowns_in_row = 0
-
-    def rate_limited(self, lease: Lease, retry_after: float | None) -> None:
-        key = lease.key
-        if retry_after is None:
-            retry_after = min(MAX_COOLDOWN_S, FIRST_COOLDOWN_S * 2**key.cooldowns_in_row)
-        key.cooldowns_in_row += 1
-        self._cool(key, retry_after, "rate limited (429)")
-
-    def failed(self, lease: Lease, detail: str) -> None:
-        """A failure after the job may have started: three in a row cool the key."""
-        key = lease.key
-        key.failures_in_row += 1
-        key.last_error = detail
-        if key.failures_in_row >= STREAK_LIMIT:
-            key.failures_in_row = 0
-            self._cool(key, STREAK_COOLDOWN_S, detail)
-
-    def disable(self, lease: Lease, detail: str) -> None:
-        key = lease.key
-        key.disabled = True
-        key.recheck_at = time.time() + self.recheck_s
-        key.last_error = detail
+    async def _event(
+        self, key: PoolKey, event: str, seconds: float = -1, detail: str = ""
+    ) -> KeyStatus:
+        status = await self.state.key_event(self.upstream, key.fingerprint, event, seconds, detail)
+        before = key.state(time.time())
+        key.disabled = status.disabled
+        key.cooldown_until = status.cooldown_until
+        if detail:
+            key.last_error = detail
+        after = key.state(time.time())
         self._publish(key)
+        if before != after:
+            log.warning(
+                "upstream key state changed",
+                extra={
+                    "upstream": self.upstream,
+                    "key_fingerprint": key.fingerprint,
+                    "from": before,
+                    "to": after,
+                    "reason": detail or event,
+                },
+            )
+        return status
 
-    def enable(self, fp: str) -> bool:
+    async def succeeded(self, lease: Lease) -> None:
+        """Reset the key's streaks, with a state call only when it had any."""
+        if lease.key.troubled:
+            lease.key.troubled = False
+            await self._event(lease.key, "ok")
+
+    async def rate_limited(self, lease: Lease, retry_after: float | None) -> None:
+        lease.key.troubled = True
+        await self._event(
+            lease.key,
+            "rate_limited",
+            -1 if retry_after is None else retry_after,
+            "rate limited (429)",
+        )
+
+    async def failed(self, lease: Lease, detail: str) -> None:
+        """A failure after the job may have started: a streak of them cools the key."""
+        lease.key.troubled = True
+        await self._event(lease.key, "failed", detail=detail)
+
+    async def disable(self, lease: Lease, detail: str) -> None:
+        lease.key.troubled = True
+        lease.key.recheck_at = time.time() + self.recheck_s
+        await self._event(lease.key, "disable", self.recheck_s, detail)
+
+    async def enable(self, fp: str) -> bool:
         for key in self.keys:
             if key.fingerprint == fp:
-                key.disabled = False
-                key.cooldown_until = 0.0
-                key.failures_in_row = 0
-                self._publish(key)
+                await self._event(key, "enable")
                 return True
         return False
 
-    def _cool(self, key: KeyState, seconds: float, detail: str) -> None:
-        key.cooldown_until = time.time() + seconds
-        key.last_error = detail
-        self._publish(key)
-        asyncio.get_running_loop().call_later(seconds, self._publish, key)
-
-    def _recheck_due(self) -> None:
-        """Disabled keys past their re-check time get one check (or, without one, a trial)."""
+    async def maintain(self) -> None:
+        """Renew held slots, refresh the view of every key, and re-check disabled keys."""
+        by_key: dict[tuple[str, str], list[str]] = {}
+        for lease in list(self._held.values()):
+            by_key.setdefault((lease.key.fingerprint, lease.model), []).append(lease.lease_id)
+        for (fp, model), ids in by_key.items():
+            await self.state.key_renew(self.upstream, fp, model, ids)
         now = time.time()
         for key in self.keys:
-            if key.disabled and key.recheck_at <= now:
-                key.recheck_at = now + self.recheck_s
-                if self.check is None:
-                    key.disabled = False
-                    self._publish(key)
-                else:
-                    task = asyncio.create_task(self._run_check(key, self.check))
-                    self._checks.add(task)
-                    task.add_done_callback(self._checks.discard)
-
-    async def _run_check(self, key: KeyState, check: KeyCheck) -> None:
-        if await check(key.key):
-            key.disabled = False
+            info = await self.state.key_info(self.upstream, key.fingerprint)
+            key.disabled = info.get("disabled") in ("1", "1.0")
+            key.cooldown_until = _seconds(info.get("cooldown_until"))
+            key.recheck_at = _seconds(info.get("recheck_at"))
+            key.last_error = info.get("last_error") or key.last_error
             self._publish(key)
+            if key.disabled and key.recheck_at <= now:
+                await self._recheck(key)
+
+    async def _recheck(self, key: PoolKey) -> None:
+        status = await self.state.key_event(
+            self.upstream, key.fingerprint, "claim_recheck", self.recheck_s
+        )
+        if not status.recheck_claimed:
+            return
+        if self.check is None or await self.check(key.key):
+            await self._event(key, "enable")
             async with self._freed:
                 self._freed.notify_all()
+
+    async def inflight(self, key: PoolKey) -> int:
+        return await self.state.key_inflight(self.upstream, key.fingerprint)
+
+    def refresh_interval(self) -> float:
+        return min(self.state.lease_s / 3, self.recheck_s, MAX_REFRESH_S)
+
+    async def run_maintenance(self) -> None:
+        """The background loop; state outages are logged by the state layer and skipped here."""
+        while True:
+            await asyncio.sleep(self.refresh_interval())
+            try:
+                await self.maintain()
+            except (StateUnavailable, ApiError):
+                continue
+
+
+def _seconds(raw: str | None) -> float:
+    """Shared state keeps times in ms (Redis) or seconds (memory); both read as seconds."""
+    if not raw:
+        return 0.0
+    value = float(raw)
+    return value / 1000 if value > 1e11 else value

@@ -105,7 +105,7 @@ class Router:
                 try:
                     return await self._attempt(route, lease, body)
                 except UpstreamRejected as exc:
-                    self._note_rejection(route.pool, lease, exc)
+                    await self._note_rejection(route.pool, lease, exc)
                     self.metrics.upstream_errors.labels(upstream=route.name, kind=exc.reason).inc()
                 finally:
                     await route.pool.release(lease)
@@ -135,7 +135,7 @@ class Router:
             raise
         except UpstreamError as exc:
             outcome = "timeout" if exc.status == 504 else "error"
-            route.pool.failed(lease, exc.message)
+            await route.pool.failed(lease, exc.message)
             self.metrics.upstream_errors.labels(upstream=route.name, kind=outcome).inc()
             raise
         except ApiError as exc:
@@ -146,14 +146,14 @@ class Router:
             self.metrics.upstream_duration.labels(
                 upstream=route.name, model=body["model"], outcome=outcome
             ).observe(elapsed)
-        route.pool.succeeded(lease)
+        await route.pool.succeeded(lease)
         return Outcome(result, route.name, lease.key.fingerprint, elapsed)
 
     @staticmethod
-    def _note_rejection(pool: KeyPool, lease: Lease, exc: UpstreamRejected) -> None:
+    async def _note_rejection(pool: KeyPool, lease: Lease, exc: UpstreamRejected) -> None:
         if exc.reason == "rate_limited":
-            pool.rate_limited(lease, exc.retry_after)
+            await pool.rate_limited(lease, exc.retry_after)
         elif exc.reason in ("bad_key", "no_credit"):
-            pool.disable(lease, exc.detail)
+            await pool.disable(lease, exc.detail)
         else:
             lease.key.last_error = exc.detail

@@ -67,15 +67,17 @@ class Gateway:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
         )
         self.rehoster = Rehoster(settings.cache, self.cache, self.download_client, self.metrics)
-        self.router = Router([self._route(u) for u in settings.upstreams], self.metrics)
         self.state = open_state(settings.state, self.metrics)
+        self.router = Router([self._route(u) for u in settings.upstreams], self.metrics)
         self.limiter = TeamLimiter(self.state, settings.prices, self.metrics)
         longest = max((u.timeout_s for u in settings.upstreams), default=300.0)
         self.idempotency = Idempotency(self.state, wait_s=longest + 120.0)
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Background work that needs a running loop: lease renewal."""
+        """Background work that needs a running loop: lease renewal, key pool upkeep."""
         self.limiter.start()
+        self._tasks = [asyncio.create_task(r.pool.run_maintenance()) for r in self.router.routes]
 
     def _route(self, upstream_settings: Any) -> Route:
         upstream = build_upstream(upstream_settings)
@@ -92,6 +94,7 @@ class Gateway:
             upstream_settings.resolved_keys(),
             upstream.max_per_key,
             self.metrics,
+            self.state,
             model_caps=caps,
             check=upstream.check_key,
             recheck_s=upstream_settings.recheck_s,
@@ -99,6 +102,9 @@ class Gateway:
         return Route(upstream, pool)
 
     async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.limiter.stop()
         await self.state.aclose()
         await self.download_client.aclose()

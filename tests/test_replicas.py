@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import redis as redis_lib
 
-from gateway.keys import hash_key
+from gateway.keys import fingerprint, hash_key
 from tests.helpers import RedisServer, Sim, free_port, gateway_process, write_config
 
 KEY = "sk-test-replicas-0123456789"
@@ -97,3 +100,45 @@ def test_concurrency_is_exact_across_two_processes(
         with ThreadPoolExecutor(10) as pool:
             statuses = list(pool.map(post, targets))
     assert sorted(statuses) == [200] * 3 + [429] * 7
+
+
+def live_slots(redis: RedisServer, name: str) -> int:
+    client = redis_lib.Redis.from_url(redis.url)
+    try:
+        seconds, micros = client.time()
+        return int(client.zcount(name, seconds * 1000 + micros // 1000, "+inf"))
+    finally:
+        client.close()
+
+
+def test_killed_replica_leaks_no_capacity(
+    tmp_path: Path, sim: Sim, redis_server: RedisServer
+) -> None:
+    redis_server.flush()
+    sim.faults(latency=60.0)
+    port_a, port_b = free_port(), free_port()
+    team = "max_concurrency = 2"
+    slots = f"fg:slots:agg:{fingerprint(sim.keys[0])}"
+    config_a = replica_config(tmp_path, "a", port_a, sim, redis_server, team)
+    config_b = replica_config(tmp_path, "b", port_b, sim, redis_server, team)
+    url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
+    with gateway_process(config_b, port_b), gateway_process(config_a, port_a) as a:
+        with ThreadPoolExecutor(2) as pool:
+            held = [pool.submit(post, url_a) for _ in range(2)]
+            deadline = time.monotonic() + 20
+            while len(sim.bodies()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert live_slots(redis_server, slots) == 2
+            assert live_slots(redis_server, "fg:inflight:shared") == 2
+            assert post(url_b) == 429
+            a.send_signal(signal.SIGKILL)
+            a.wait()
+            assert all(future.exception() is not None for future in held)
+        deadline = time.monotonic() + 10
+        while live_slots(redis_server, "fg:inflight:shared") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live_slots(redis_server, "fg:inflight:shared") == 0
+        assert live_slots(redis_server, slots) == 0
+        sim.faults()
+        with ThreadPoolExecutor(2) as burst:
+            assert list(burst.map(post, [url_b, url_b])) == [200, 200]

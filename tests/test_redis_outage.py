@@ -1,0 +1,85 @@
+"""Redis stopped mid-run: `on_redis_error` decides, and the gateway recovers by itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import Gateway, gateway_settings, start_gateway
+from tests.helpers import RedisServer, Sim
+
+KEY = "sk-test-outage-0123456789"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def gateway_on(redis: RedisServer, sim: Sim, tmp_path: Path, mode: str) -> Gateway:
+    settings = gateway_settings(
+        sim, tmp_path / "cache", teams=[{"name": "t", "keys": [KEY], "rpm": 100}]
+    )
+    settings.state.backend = "redis"
+    settings.state.redis_url = redis.url
+    settings.state.on_redis_error = mode  # type: ignore[assignment]
+    return start_gateway(settings)
+
+
+def post(gw: Gateway) -> httpx.Response:
+    return httpx.post(
+        f"{gw.url}/v1/images/generations",
+        headers={"authorization": f"Bearer {KEY}"},
+        json={"model": "flux-2-pro", "prompt": "x"},
+        timeout=30,
+    )
+
+
+def metric(gw: Gateway, name: str) -> float:
+    for line in httpx.get(f"{gw.url}/metrics").text.splitlines():
+        if line.startswith(name):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_fail_closed_answers_503_then_recovers(
+    own_redis: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    gw = gateway_on(own_redis, sim, tmp_path, "fail-closed")
+    try:
+        assert post(gw).status_code == 200
+        own_redis.stop()
+        down = post(gw)
+        assert down.status_code == 503
+        assert down.json()["error"]["code"] == "state_unavailable"
+        assert down.headers["retry-after"] == "1"
+        assert len(sim.bodies()) == 1
+        assert metric(gw, 'gateway_state_errors_total{mode="fail-closed"}') >= 1
+        own_redis.start()
+        assert post(gw).status_code == 200
+        assert len(sim.bodies()) == 2
+    finally:
+        gw.server.stop()
+
+
+def test_fail_open_serves_and_counts(own_redis: RedisServer, sim: Sim, tmp_path: Path) -> None:
+    gw = gateway_on(own_redis, sim, tmp_path, "fail-open")
+    try:
+        own_redis.stop()
+        answers = [post(gw) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert metric(gw, 'gateway_state_errors_total{mode="fail-open"}') >= 3
+        own_redis.start()
+        assert post(gw).status_code == 200
+        assert len(sim.bodies()) == 4
+        client = redis.Redis.from_url(own_redis.url)
+        assert client.zcard("fg:rpm:t") == 1
+        client.close()
+    finally:
+        gw.server.stop()
