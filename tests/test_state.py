@@ -116,3 +116,24 @@ async def test_idempotency_records(state: State) -> None:
     )
     await state.idem_drop("t:k")
     assert await state.idem_begin("t:k", "h2") is None
+
+
+async def test_usage_counters(state: State) -> None:
+    await state.usage_add("t", "20261125", {"requests": 2, "images": 3})
+    await state.usage_add("t", "20261125", {"requests": 1, "spend_micros": 30000})
+    await state.usage_add("t", "20261126", {"errors": 1})
+    got = await state.usage_get("t", ["20261124", "20261125", "20261126"])
+    assert got == {
+        "20261125": {"requests": 3, "images": 3, "spend_micros": 30000},
+        "20261126": {"errors": 1},
+    }
+
+
+async def test_lock_has_one_holder_until_released(state: State) -> None:
+    assert await state.lock("sweep", "replica-a", 30)
+    assert not await state.lock("sweep", "replica-b", 30)
+    assert await state.lock("sweep", "replica-a", 30)
+    await state.unlock("sweep", "replica-b")
+    assert not await state.lock("sweep", "replica-b", 30)
+    await state.unlock("sweep", "replica-a")
+    assert await state.lock("sweep", "replica-b", 30)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 PENDING_TTL_S = 900.0
 DONE_TTL_S = 24 * 3600.0
+USAGE_TTL_S = 400 * 86400.0
 
 
 class StateUnavailable(Exception):
@@ -122,6 +123,21 @@ class State(ABC):
 
     @abstractmethod
     async def idem_drop(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def usage_add(self, team: str, day: str, counts: dict[str, int]) -> None:
+        """Add to a team's usage counters for one UTC day (kept for USAGE_TTL_S)."""
+
+    @abstractmethod
+    async def usage_get(self, team: str, days: list[str]) -> dict[str, dict[str, int]]:
+        """Usage counters of a team per day, for the days asked (missing days absent)."""
+
+    @abstractmethod
+    async def lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take or extend a lease-lock; True if `owner` holds it now."""
+
+    @abstractmethod
+    async def unlock(self, name: str, owner: str) -> None: ...
 
     @abstractmethod
     async def ping(self) -> bool: ...

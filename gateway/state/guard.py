@@ -86,6 +86,18 @@ class GuardedState(State):
     async def idem_drop(self, *args: Any, **kwargs: Any) -> Any:
         return await self._guard("idem_drop", *args, **kwargs)
 
+    async def usage_add(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._guard("usage_add", *args, **kwargs)
+
+    async def usage_get(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._guard("usage_get", *args, **kwargs)
+
+    async def lock(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._guard("lock", *args, **kwargs)
+
+    async def unlock(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._guard("unlock", *args, **kwargs)
+
     async def ping(self) -> bool:
         return await self.primary.ping()
 

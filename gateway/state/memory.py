@@ -38,6 +38,8 @@ class MemoryState(State):
         self._keys: dict[str, dict[str, float | str]] = defaultdict(dict)
         self._slots: dict[str, dict[str, float]] = defaultdict(dict)
         self._idem: dict[str, tuple[IdemRecord, float]] = {}
+        self._usage: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
+        self._locks: dict[str, tuple[str, float]] = {}
 
     async def admit(
         self, names: Counters, request_id: str, limits: Limits, images: int, cost_micros: int
@@ -186,6 +188,27 @@ class MemoryState(State):
 
     async def idem_drop(self, name: str) -> None:
         self._idem.pop(name, None)
+
+    async def usage_add(self, team: str, day: str, counts: dict[str, int]) -> None:
+        bucket = self._usage[team].setdefault(day, {})
+        for name, value in counts.items():
+            bucket[name] = bucket.get(name, 0) + value
+
+    async def usage_get(self, team: str, days: list[str]) -> dict[str, dict[str, int]]:
+        stored = self._usage.get(team, {})
+        return {day: dict(stored[day]) for day in days if day in stored}
+
+    async def lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        now = time.time()
+        held = self._locks.get(name)
+        if held is None or held[0] == owner or held[1] <= now:
+            self._locks[name] = (owner, now + ttl_s)
+            return True
+        return False
+
+    async def unlock(self, name: str, owner: str) -> None:
+        if self._locks.get(name, ("", 0.0))[0] == owner:
+            del self._locks[name]
 
     async def ping(self) -> bool:
         return True

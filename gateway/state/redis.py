@@ -22,6 +22,7 @@ from gateway.state.base import (
     PENDING_TTL_S,
     STREAK_COOLDOWN_S,
     STREAK_LIMIT,
+    USAGE_TTL_S,
     Admission,
     Counters,
     IdemRecord,
@@ -61,6 +62,8 @@ class RedisState(State):
         self._key_acquire = self.redis.register_script(_script("key_acquire"))
         self._key_event = self.redis.register_script(_script("key_event"))
         self._idem_begin = self.redis.register_script(_script("idem_begin"))
+        self._lock = self.redis.register_script(_script("lock"))
+        self._unlock = self.redis.register_script(_script("unlock"))
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -196,6 +199,41 @@ class RedisState(State):
 
     async def idem_drop(self, name: str) -> None:
         await self._call(lambda: self.redis.delete(f"{PREFIX}idem:{name}"))
+
+    async def usage_add(self, team: str, day: str, counts: dict[str, int]) -> None:
+        name = f"{PREFIX}usage:{team}:{day}"
+
+        async def run() -> Any:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for field, value in counts.items():
+                    pipe.hincrby(name, field, value)
+                pipe.expire(name, int(USAGE_TTL_S))
+                return await pipe.execute()
+
+        await self._call(run)
+
+    async def usage_get(self, team: str, days: list[str]) -> dict[str, dict[str, int]]:
+        async def run() -> Any:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for day in days:
+                    pipe.hgetall(f"{PREFIX}usage:{team}:{day}")
+                return await pipe.execute()
+
+        replies = await self._call(run)
+        return {
+            day: {k.decode(): int(v) for k, v in reply.items()}
+            for day, reply in zip(days, replies, strict=True)
+            if reply
+        }
+
+    async def lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        held = await self._call(
+            lambda: self._lock(keys=[f"{PREFIX}lock:{name}"], args=[owner, int(ttl_s * 1000)])
+        )
+        return int(held) == 1
+
+    async def unlock(self, name: str, owner: str) -> None:
+        await self._call(lambda: self._unlock(keys=[f"{PREFIX}lock:{name}"], args=[owner]))
 
     async def ping(self) -> bool:
         try:

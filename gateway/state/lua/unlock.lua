@@ -1,0 +1,5 @@
+-- Release a lock only if this owner holds it. KEYS: the lock; ARGV: owner.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
