@@ -159,7 +159,7 @@ async def get_result(request: Request) -> JSONResponse:
         details = {"Moderation Reasons": ["sim"]} if moderated else {"error": "simulated"}
         return JSONResponse(_poll_body(job.id, job.outcome, details=details))
     result = {
-        "sample": result_link(request, state, job.id, job.output_format),
+        "sample": result_link(request, state, job.id),
         "prompt": job.prompt,
         "seed": job.seed,
         "start_time": job.created,

@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, listen: bool = True) -> No
     parser.add_argument(
         "--max-active-per-key", type=int, default=24, help="BFL active-task cap per key"
     )
+    parser.add_argument(
+        "--result-kib",
+        type=int,
+        default=None,
+        help="fast mode for benchmarks: every result is one incompressible PNG of this size",
+    )
 
 
 def config_from_args(ns: argparse.Namespace) -> SimConfig:
@@ -47,6 +53,7 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
         moderation_word=ns.moderation_word,
         credits=ns.credits,
         max_active_per_key=getattr(ns, "max_active_per_key", 24),
+        result_kib=getattr(ns, "result_kib", None),
     )
 
 

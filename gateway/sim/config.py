@@ -14,7 +14,8 @@ class SimConfig(BaseModel):
     """How the simulated upstreams behave when no fault is set.
 
     `keys` empty accepts any key. `poll_ready_after`, when set, is how long a BFL job stays
-    Pending instead of `latency`.
+    Pending instead of `latency`. `result_kib` is the benchmarks' fast mode: every result is one
+    incompressible PNG of about that size, rendered once.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -27,6 +28,7 @@ class SimConfig(BaseModel):
     credits: float = 1000.0
     max_active_per_key: int = Field(default=24, ge=1)
     signing_secret: str = Field(default_factory=lambda: secrets.token_hex(32))
+    result_kib: int | None = Field(default=None, ge=1)
 
 
 class Faults(BaseModel):

@@ -184,7 +184,7 @@ async def _generate(
     )
     result_id = uuid.uuid4().hex
     state.store_result(result_id, await state.render(spec))
-    url = result_link(request, state, result_id, output_format)
+    url = result_link(request, state, result_id)
     return JSONResponse({"created": int(time.time()), "data": [{"url": url}]})
 
 

@@ -117,6 +117,19 @@ async def render(spec: RenderSpec) -> bytes:
     return await anyio.to_thread.run_sync(draw, spec)
 
 
+async def noise_png(kib: int) -> bytes:
+    """An incompressible PNG of about `kib` KiB: random RGB pixels."""
+    return await anyio.to_thread.run_sync(_noise_png, kib)
+
+
+def _noise_png(kib: int) -> bytes:
+    side = max(16, math.isqrt(kib * 1024 // 3))
+    image = Image.frombytes("RGB", (side, side), random.Random(kib).randbytes(side * side * 3))
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
 def _colour(rng: random.Random) -> Colour:
     return rng.randrange(256), rng.randrange(256), rng.randrange(256)
 

@@ -36,8 +36,9 @@ def _signature(secret: str, result_id: str, ext: str, exp: str) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def result_link(request: Request, state: SimState, result_id: str, ext: str) -> str:
+def result_link(request: Request, state: SimState, result_id: str) -> str:
     """A link on the request's own host (or the `result_host` fault's) valid for the TTL."""
+    ext = state.results[result_id].output_format
     expires = round(time.time() + state.url_ttl, 3)
     exp = f"{expires:.3f}"
     host = state.faults.result_host

@@ -1,0 +1,259 @@
+"""End-to-end load benchmark: the gateway on one core against the simulator in fast mode.
+
+Starts the simulator (`--result-kib`, every result one incompressible PNG) and the gateway as
+real processes on 127.0.0.1, the gateway pinned to core 0 and the simulator and load generator
+to core 1, then reports per concurrency level requests/s and latency percentiles (wrk), the
+latency added over calling the upstream directly (POST + result GET, what the gateway does),
+an in-flight scale test behind a slow upstream, and the gateway's peak RSS. Everything is
+bounded in time and stops by itself.
+
+    python -m bench.load [--duration 10] [--levels 1,16,64] [--inflight 2000] [--result-kib 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from gateway.keys import hash_key
+from tests.helpers import free_port, wait_http
+
+KEY = "sk-bench-0123456789"
+SIM_KEYS = [f"bench-key-{i}" for i in range(8)]
+BODY = {"model": "flux-2-pro", "prompt": "a lighthouse at dusk", "seed": 1}
+
+WRK_POST = """
+wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+"""
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    return (["taskset", "-c", str(core)] if shutil.which("taskset") else []) + argv
+
+
+@contextmanager
+def process(argv: list[str], url: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(url, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def gateway_config(folder: Path, port: int, sim_port: int) -> Path:
+    config = folder / "gateway.toml"
+    config.write_text(
+        f"""
+[server]
+port = {port}
+
+[cache]
+dir = "{folder / "images"}"
+allowed_result_hosts = ["127.0.0.1"]
+allow_http_results = true
+
+[[upstreams]]
+name = "sim"
+kind = "openai-images"
+base_url = "http://127.0.0.1:{sim_port}/v1"
+keys = {json.dumps(SIM_KEYS)}
+models = ["flux-2-pro"]
+max_concurrency_per_key = 100000
+timeout_s = 120
+
+[[teams]]
+name = "bench"
+key_hashes = ["{hash_key(KEY)}"]
+
+[log]
+level = "warning"
+"""
+    )
+    return config
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wrk(url: str, script: str, connections: int, duration: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(script or "-- plain GET")
+    threads = min(connections, 2)
+    out = subprocess.run(
+        pinned(
+            1,
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--latency",
+                "--timeout",
+                "60s",
+                "-s",
+                lua.name,
+                url,
+            ],
+        ),
+        capture_output=True,
+        text=True,
+        timeout=duration + 120,
+    ).stdout
+    os.unlink(lua.name)
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "90", "99"):
+        match = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        if match:
+            value, unit = float(match.group(1)), match.group(2)
+            result[f"p{pct}_ms"] = (
+                value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+            )
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["errors"] = float(errors.group(1)) if errors else 0.0
+    return result
+
+
+async def inflight(url: str, count: int) -> tuple[float, int]:
+    """`count` requests at once behind a slow upstream: wall time and failures."""
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        started = time.perf_counter()
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    f"{url}/v1/images/generations",
+                    json=BODY,
+                    headers={"authorization": f"Bearer {KEY}"},
+                )
+                for _ in range(count)
+            ),
+            return_exceptions=True,
+        )
+        wall = time.perf_counter() - started
+    failures = sum(1 for a in answers if not isinstance(a, httpx.Response) or a.status_code != 200)
+    return wall, failures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--levels", default="1,16,64")
+    parser.add_argument("--inflight", default="2000")
+    parser.add_argument("--slow-upstream-s", type=float, default=5.0)
+    parser.add_argument("--result-kib", type=int, default=1024)
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    body = json.dumps(BODY)
+    report: dict[str, object] = {"levels": {}, "inflight": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sim_port, port = free_port(), free_port()
+        sim_url, gw_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}"
+        sim_cmd = pinned(
+            1,
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "sim",
+                "--port",
+                str(sim_port),
+                "--keys",
+                ",".join(SIM_KEYS),
+                "--result-kib",
+                str(args.result_kib),
+                "--max-active-per-key",
+                "100000",
+            ],
+        )
+        gw_cmd = pinned(
+            0,
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                "--config",
+                str(gateway_config(folder, port, sim_port)),
+            ],
+        )
+        with process(sim_cmd, f"{sim_url}/_sim/stats"), process(gw_cmd, f"{gw_url}/healthz") as gw:
+            result_url = httpx.post(
+                f"{sim_url}/v1/images/generations",
+                json=BODY,
+                headers={"authorization": f"Bearer {SIM_KEYS[0]}"},
+            ).json()["data"][0]["url"]
+            for level in levels:
+                post = wrk(
+                    f"{sim_url}/v1/images/generations",
+                    WRK_POST.format(key=SIM_KEYS[0], body=body),
+                    level,
+                    args.duration,
+                )
+                get = wrk(result_url, "", level, args.duration)
+                through = wrk(
+                    f"{gw_url}/v1/images/generations",
+                    WRK_POST.format(key=KEY, body=body),
+                    level,
+                    args.duration,
+                )
+                httpx.delete(f"{sim_url}/_sim/requests")
+                direct_p50 = post.get("p50_ms", 0) + get.get("p50_ms", 0)
+                added = through.get("p50_ms", 0) - direct_p50
+                report["levels"][str(level)] = {  # type: ignore[index]
+                    "gateway": through,
+                    "upstream_post": post,
+                    "upstream_get": get,
+                    "added_p50_ms": added,
+                }
+                gw_p = {k: through.get(k, 0.0) for k in ("p50_ms", "p90_ms", "p99_ms")}
+                print(
+                    f"c={level}: gateway {through['rps']:.0f} req/s, p50 {gw_p['p50_ms']:.1f} ms, "
+                    f"p90 {gw_p['p90_ms']:.1f} ms, p99 {gw_p['p99_ms']:.1f} ms, "
+                    f"errors {through['errors']:.0f} | upstream POST+GET p50 {direct_p50:.1f} ms "
+                    f"({post['rps']:.0f} POST/s, {get['rps']:.0f} GET/s), "
+                    f"added p50 {added:.1f} ms",
+                    flush=True,
+                )
+            httpx.put(f"{sim_url}/_sim/faults", json={"latency": args.slow_upstream_s})
+            for count in (int(x) for x in args.inflight.split(",")):
+                wall, failures = asyncio.run(inflight(gw_url, count))
+                httpx.delete(f"{sim_url}/_sim/requests")
+                report["inflight"][str(count)] = {"wall_s": wall, "errors": failures}  # type: ignore[index]
+                print(
+                    f"in flight {count} behind a {args.slow_upstream_s:g} s upstream: "
+                    f"{wall:.1f} s wall, {failures} errors",
+                    flush=True,
+                )
+            report["peak_rss_mib"] = peak_rss_mib(gw.pid)
+            print(f"gateway peak RSS: {report['peak_rss_mib']:.0f} MiB", flush=True)
+    Path("bench/results.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
