@@ -66,6 +66,8 @@ class CacheSettings(_Section):
     inline_own_urls: bool = True
     keep_prompts: bool = True
     download_timeout_s: float = 60
+    download_attempts: int = Field(6, ge=1)
+    download_backoff_s: float = Field(0.25, gt=0)
     bucket: str | None = None
     prefix: str = ""
     endpoint_url: str | None = None

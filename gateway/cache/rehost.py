@@ -22,9 +22,7 @@ from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
 
 LINK_LIFETIME_S = 600.0
-FIRST_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 8.0
-CHUNK = 256 * 1024
 
 
 class RehostFailed(Exception):
@@ -66,14 +64,17 @@ class Rehoster:
     async def rehost(self, url: str, meta: ImageMeta) -> StoredImage:
         """Download and store `url`; retried while the link may live, then a clear 502."""
         deadline = time.monotonic() + LINK_LIFETIME_S
-        delay = FIRST_BACKOFF_S
+        delay = self.settings.download_backoff_s
+        attempts_left = self.settings.download_attempts
         while True:
+            attempts_left -= 1
             try:
                 self.check_url(url)
                 return await self._download(url, meta)
             except RehostFailed as exc:
                 failure = exc
-            if not failure.retryable or time.monotonic() + delay >= deadline:
+            last = attempts_left == 0 or time.monotonic() + delay >= deadline
+            if last or not failure.retryable:
                 self.metrics.rehost_failures.labels(reason=failure.reason).inc()
                 raise UpstreamError(
                     f"The upstream produced an image but it could not be fetched: {failure}."
@@ -96,7 +97,7 @@ class Rehoster:
                 length = response.headers.get("content-length")
                 if length is not None and length.isdigit() and int(length) > self.max_bytes:
                     raise RehostFailed("too_large", "result is larger than max_result_mb", False)
-                chunks = response.aiter_bytes(CHUNK)
+                chunks = response.aiter_bytes()
                 head = await _first_bytes(chunks)
                 content_type = media.sniff(head)
                 if content_type is None:
