@@ -65,8 +65,10 @@ def main() -> None:
             before = round_trips(server.url)
             rate = asyncio.run(run(backend, args.requests, args.concurrency))
             per_request = (round_trips(server.url) - before) / args.requests
-            print(f"redis:  {rate:,.0f} requests/s, {per_request:.2f} Redis round trips per request "
-                  "(1 to admit, 1 to settle)")
+            print(
+                f"redis:  {rate:,.0f} requests/s, {per_request:.2f} Redis round trips per request "
+                "(1 to admit, 1 to settle)"
+            )
         finally:
             server.stop()
 

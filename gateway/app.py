@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -14,11 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api import files, health, images, models
+from gateway.api import admin, files, health, images, models, openapi
 from gateway.api.responses import error_response
+from gateway.drain import DrainGate
 from gateway.errors import ApiError, InvalidRequest, NotFound, ServerError
-from gateway.metrics import Metrics
-from gateway.middleware import BodyLimit, ClientAuth, RequestContext
+from gateway.keys import KeyRing
+from gateway.metrics import Metrics, process_exited
+from gateway.middleware import BearerGuard, BodyLimit, ClientAuth, RequestContext
 from gateway.service import Gateway
 from gateway.settings import Settings
 
@@ -48,7 +50,27 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 async def _metrics(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = gateway.metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
+def _guards(settings: Settings) -> list[Middleware]:
+    """The admin API takes only admin keys; `/metrics` a token when one is configured."""
+    admins = KeyRing({h: "admin" for h in settings.admin.key_hashes})
+    guards = [
+        Middleware(BearerGuard, prefix="/admin/", accepts=lambda key: admins.owner(key) is not None)
+    ]
+    token = settings.server.metrics_token
+    if token is not None:
+        expected = token.encode()
+        guards.append(
+            Middleware(
+                BearerGuard,
+                prefix="/metrics",
+                accepts=lambda key: hmac.compare_digest(key.encode(), expected),
+            )
+        )
+    return guards
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
@@ -57,10 +79,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway.start()
+        await gateway.count_cache()
         try:
             yield
         finally:
             await gateway.aclose()
+            process_exited()
 
     routes = [
         Route("/v1/images/generations", images.create_image, methods=["POST"]),
@@ -71,13 +95,21 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", _metrics, methods=["GET"]),
+        Route("/openapi.json", openapi.get_openapi, methods=["GET"]),
+        Route("/admin/usage", admin.get_usage, methods=["GET"]),
+        Route("/admin/upstreams", admin.get_upstreams, methods=["GET"]),
+        Route(
+            "/admin/upstreams/{name}/keys/{fingerprint}/enable", admin.enable_key, methods=["POST"]
+        ),
     ]
     middleware = [
         Middleware(RequestContext, metrics=gateway.metrics),
+        Middleware(DrainGate),
         Middleware(
             BodyLimit, max_bytes=gateway.max_body_bytes, limit_mb=settings.server.max_body_mb
         ),
         Middleware(ClientAuth, team_for_key=gateway.team_for_key),
+        *_guards(settings),
     ]
     app = Starlette(
         routes=routes,

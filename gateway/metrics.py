@@ -2,15 +2,61 @@
 
 Labels only ever carry team names from the config, model ids from the catalog, upstream names,
 key fingerprints, route templates and status codes — never a key, prompt, id or user string.
+With `serve --workers N` prometheus-client writes every value to files in
+`PROMETHEUS_MULTIPROC_DIR` and `/metrics` merges them, so each gauge declares how its values
+from several processes combine.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
 
-REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
-OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# From a fast model's seconds to a slow edit's minutes; the last buckets catch timeouts.
+REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600)
+# The gateway's own work: sub-millisecond when healthy, seconds when waiting for a key slot.
+OVERHEAD_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+)  # fmt: skip
 KEY_STATES = ("healthy", "cooling", "disabled")
+
+
+def multiprocess_dir() -> str | None:
+    """The folder prometheus-client itself writes to when several workers share `/metrics`."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class CacheObjects:
+    """`gateway_cache_objects`: the cache's own count, moved by each store between recounts.
+
+    A recount by any worker is the newest value (`mostrecent`), so workers agree after it.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.gauge = Gauge(
+            "gateway_cache_objects",
+            "Images in the result cache",
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.value = 0
+
+    def set(self, count: int) -> None:
+        self.value = count
+        self.gauge.set(count)
+
+    def inc(self, amount: int = 1) -> None:
+        self.set(self.value + amount)
 
 
 class Metrics:
@@ -21,7 +67,7 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "gateway_requests",
-            "Client requests answered",
+            "Requests answered",
             ["route", "model", "team", "status"],
             registry=r,
         )
@@ -34,7 +80,7 @@ class Metrics:
         )
         self.overhead = Histogram(
             "gateway_overhead_seconds",
-            "Request time not spent waiting on upstreams or downloads",
+            "Request time not spent waiting on upstreams or result downloads",
             ["route"],
             buckets=OVERHEAD_BUCKETS,
             registry=r,
@@ -70,31 +116,27 @@ class Metrics:
             multiprocess_mode="mostrecent",
         )
         self.upstream_errors = Counter(
-            "gateway_upstream_errors",
-            "Upstream failures by kind",
-            ["upstream", "kind"],
-            registry=r,
+            "gateway_upstream_errors", "Upstream failures by kind", ["upstream", "kind"], registry=r
         )
         self.rehost_bytes = Counter(
             "gateway_rehost_bytes", "Result bytes downloaded into the cache", registry=r
         )
         self.rehost_failures = Counter(
-            "gateway_rehost_failures",
-            "Results that could not be rehosted",
-            ["reason"],
-            registry=r,
+            "gateway_rehost_failures", "Results that could not be rehosted", ["reason"], registry=r
         )
         self.rehost_retries = Counter(
             "gateway_rehost_retries", "Result downloads retried", ["reason"], registry=r
         )
-        self.cache_objects = Gauge(
-            "gateway_cache_objects",
-            "Images in the result cache",
-            registry=r,
-            multiprocess_mode="max",
-        )
+        self.cache_objects = CacheObjects(r)
         self.spend = Counter(
             "gateway_spend_usd", "Spend at list price", ["team", "model"], registry=r
+        )
+        self.team_budget = Gauge(
+            "gateway_team_budget_usd",
+            "Each team's monthly budget from the config (for budget alerts)",
+            ["team"],
+            registry=r,
+            multiprocess_mode="max",
         )
         self.state_errors = Counter(
             "gateway_state_errors", "State backend failures", ["mode"], registry=r
@@ -105,3 +147,23 @@ class Metrics:
             self.key_state.labels(upstream=upstream, key=key, state=candidate).set(
                 1 if candidate == state else 0
             )
+
+    def add_team(self, team: str, budget_usd: float | None) -> None:
+        """Series that exist from start-up, so dashboards and alerts see every team at once."""
+        self.inflight.labels(team=team).inc(0)
+        if budget_usd is not None:
+            self.team_budget.labels(team=team).set(budget_usd)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The `/metrics` body: this process's registry, or every worker's files merged."""
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged), CONTENT_TYPE_LATEST
+
+
+def process_exited() -> None:
+    """Drop this worker's live gauges (in-flight) from the shared files when it stops."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())

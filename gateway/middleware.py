@@ -1,10 +1,11 @@
-"""Pure ASGI middleware: request ids, metrics and access logs; body limits; client auth."""
+"""Pure ASGI middleware: request ids, metrics and access logs; body limits; bearer auth."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -18,6 +19,7 @@ from gateway.metrics import Metrics
 
 access_log = logging.getLogger("gateway.access")
 AUTH_PREFIX = "/v1/"
+PROBES = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 class RequestContext:
@@ -51,23 +53,20 @@ class RequestContext:
 
     def _record(self, scope: Scope, state: dict[str, Any], status: int, started: float) -> None:
         route = _route_template(scope)
+        if route in PROBES:
+            return
         elapsed = time.perf_counter() - started
         team = state.get("team")
         team_name = team.name if team is not None else ""
         model = state.get("model", "")
-        if route.startswith("/v1/images/"):
-            self.metrics.requests.labels(
-                route=route, model=model, team=team_name, status=str(status)
-            ).inc()
-            self.metrics.request_duration.labels(route=route, model=model).observe(elapsed)
-            self.metrics.overhead.labels(route=route).observe(
-                max(
-                    0.0,
-                    elapsed - state.get("upstream_seconds", 0.0) - state.get("rehost_seconds", 0.0),
-                )
-            )
-        if route in ("/metrics", "/healthz", "/readyz"):
-            return
+        waited = state.get("upstream_seconds", 0.0) + state.get("rehost_seconds", 0.0)
+        self.metrics.requests.labels(
+            route=route, model=model, team=team_name, status=str(status)
+        ).inc()
+        self.metrics.request_duration.labels(route=route, model=model).observe(elapsed)
+        if "upstream_seconds" in state or status < 500:
+            # A 5xx may have waited on an upstream this process did not time: not overhead.
+            self.metrics.overhead.labels(route=route).observe(max(0.0, elapsed - waited))
         access_log.info(
             "request",
             extra={
@@ -81,9 +80,14 @@ class RequestContext:
                 "key_fingerprint": state.get("key_fingerprint"),
                 "images": state.get("images"),
                 "duration_ms": now_ms(started),
-                "upstream_ms": round(state.get("upstream_seconds", 0.0) * 1000, 2),
+                "upstream_ms": _ms(state.get("upstream_seconds")),
+                "rehost_ms": _ms(state.get("rehost_seconds")),
             },
         )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
 
 
 def _route_template(scope: Scope) -> str:
@@ -127,6 +131,20 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+def _bearer(scope: Scope) -> tuple[str, str | None]:
+    """The raw Authorization header and the key it carries, if it is a bearer one."""
+    header = Headers(scope=scope).get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    return header, key if scheme.lower() == "bearer" and key else None
+
+
+def _refusal(header: str) -> AuthenticationFailed:
+    if header:
+        return AuthenticationFailed("Incorrect API key provided.")
+    return AuthenticationFailed("Missing API key: send Authorization: Bearer <key>.")
+
+
 class ClientAuth:
     """Resolves `Authorization: Bearer <client key>` to a team for every `/v1/` route."""
 
@@ -138,16 +156,33 @@ class ClientAuth:
         if scope["type"] != "http" or not scope["path"].startswith(AUTH_PREFIX):
             await self.app(scope, receive, send)
             return
-        header = Headers(scope=scope).get("authorization", "")
-        scheme, _, key = header.partition(" ")
-        team = self.team_for_key(key.strip()) if scheme.lower() == "bearer" and key else None
+        header, key = _bearer(scope)
+        team = self.team_for_key(key) if key is not None else None
         if team is None:
-            message = (
-                "Incorrect API key provided."
-                if header
-                else "Missing API key: send Authorization: Bearer <key>."
-            )
-            await error_response(AuthenticationFailed(message))(scope, receive, send)
+            await error_response(_refusal(header))(scope, receive, send)
             return
         scope.setdefault("state", {})["team"] = team
+        await self.app(scope, receive, send)
+
+
+class BearerGuard:
+    """401 unless the bearer key is one `accepts` takes, for every path under `prefix`.
+
+    It guards the admin API with the admin key hashes, and `/metrics` when
+    `server.metrics_token` is set; client keys open neither.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str, accepts: Callable[[str], bool]) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.accepts = accepts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        header, key = _bearer(scope)
+        if key is None or not self.accepts(key):
+            await error_response(_refusal(header))(scope, receive, send)
+            return
         await self.app(scope, receive, send)

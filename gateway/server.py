@@ -1,13 +1,29 @@
-"""Running the app under uvicorn: one process, or several workers sharing one port."""
+"""Running the app under uvicorn: one process, or several workers sharing one port.
+
+With `--workers N` uvicorn's supervisor starts N processes that each build the app from the
+same config; limits hold across them through Redis, the cache is shared storage, and metrics
+go to files in a fresh `PROMETHEUS_MULTIPROC_DIR` that `/metrics` merges. Every process drains
+on SIGTERM (`gateway.drain`) before uvicorn closes its listener.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import uvicorn
+from prometheus_client import multiprocess
+from starlette.applications import Starlette
+from uvicorn.supervisors import Multiprocess
 
 from gateway.app import create_app
+from gateway.drain import drain_on_sigterm
+from gateway.errors import ConfigError
 from gateway.logs import configure
+from gateway.metrics import MULTIPROC_ENV, multiprocess_dir
 from gateway.settings import Settings
 
 
@@ -16,7 +32,7 @@ def uvicorn_config(app: object, settings: Settings, **extra: object) -> uvicorn.
         app,  # type: ignore[arg-type]
         host=settings.server.host,
         port=settings.server.port,
-        timeout_graceful_shutdown=int(settings.server.drain_s),
+        timeout_graceful_shutdown=math.ceil(settings.server.drain_s),
         log_config=None,
         access_log=False,
         server_header=False,
@@ -24,30 +40,96 @@ def uvicorn_config(app: object, settings: Settings, **extra: object) -> uvicorn.
     )
 
 
-def app_from_environment() -> object:
+def draining(app: Starlette, settings: Settings) -> Starlette:
+    drain_on_sigterm(app, settings.server.drain_grace_s)
+    return app
+
+
+def app_from_environment() -> Starlette:
     """The app factory each worker process calls; settings come from $GATEWAY_CONFIG and env."""
     settings = Settings.load()
     configure(settings.log.level, settings.log.format)
-    return create_app(settings)
+    return draining(create_app(settings), settings)
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, which also drops the live gauges of workers that died or were
+    replaced, so `gateway_inflight_requests` does not count a dead worker's requests."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        self._forget(before)
+
+    def restart_all(self) -> None:
+        before = {process.pid for process in self.processes}
+        super().restart_all()
+        self._forget(before)
+
+    def _forget(self, before: set[int | None]) -> None:
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                multiprocess.mark_process_dead(pid)
+
+
+def fresh_metrics_dir(workers: int) -> Path | None:
+    """Empty the operator's `PROMETHEUS_MULTIPROC_DIR`, or make a private one for workers.
+
+    Files left by an earlier run would be merged into `/metrics` as if they were live.
+    Returns the folder to remove at exit, if this run made it.
+    """
+    given = multiprocess_dir()
+    if given is not None:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        return None
+    if workers <= 1:
+        return None
+    made = Path(tempfile.mkdtemp(prefix="flux-gateway-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(made)
+    return made
+
+
+def _built(settings: Settings) -> Starlette:
+    try:
+        return create_app(settings)
+    except ConfigError as exc:
+        raise SystemExit(f"flux-gateway: {exc}") from None
 
 
 def serve(settings: Settings, config_path: str | None, workers: int = 1) -> None:
     configure(settings.log.level, settings.log.format)
-    if workers <= 1:
-        uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    if workers > 1:
+        serve_workers(settings, config_path, workers)
         return
+    fresh_metrics_dir(workers)
+    app = _built(settings)
+    uvicorn.Server(uvicorn_config(lambda: draining(app, settings), settings, factory=True)).run()
+
+
+def serve_workers(settings: Settings, config_path: str | None, workers: int) -> None:
+    """N processes on one port; the config is checked here once, so a bad one stops the
+    start rather than N workers that uvicorn would restart forever."""
+    if settings.state.backend != "redis":
+        raise SystemExit(
+            'flux-gateway: --workers needs state.backend = "redis": with memory state each '
+            "worker would enforce the team limits on its own."
+        )
+    _built(settings)
+    made = fresh_metrics_dir(workers)
     if config_path:
         os.environ["GATEWAY_CONFIG"] = str(config_path)
     os.environ["GATEWAY_SERVER__HOST"] = settings.server.host
     os.environ["GATEWAY_SERVER__PORT"] = str(settings.server.port)
-    uvicorn.run(
-        "gateway.server:app_from_environment",
-        factory=True,
-        workers=workers,
-        host=settings.server.host,
-        port=settings.server.port,
-        timeout_graceful_shutdown=int(settings.server.drain_s),
-        log_config=None,
-        access_log=False,
-        server_header=False,
+    config = uvicorn_config(
+        "gateway.server:app_from_environment", settings, factory=True, workers=workers
     )
+    sock = config.bind_socket()
+    try:
+        Supervisor(config, sockets=[sock]).run()
+    finally:
+        sock.close()
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)

@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 
-from gateway.cache import ImageMeta, ResultCache, StoredImage, open_cache
-from gateway.cache.rehost import Rehoster
+from gateway.cache import CacheUnavailable, ImageMeta, ResultCache, StoredImage, open_cache
+from gateway.cache.rehost import Rehoster, RehostFailed
+from gateway.cache.retention import RetentionSweep
 from gateway.catalog import MODELS, ModelSpec
 from gateway.errors import (
     ApiError,
@@ -24,6 +25,7 @@ from gateway.errors import (
     InvalidRequest,
     ModelNotFound,
     PermissionDenied,
+    UpstreamError,
 )
 from gateway.idempotency import Idempotency
 from gateway.keypool import KeyPool
@@ -40,6 +42,7 @@ from gateway.upstreams import build_upstream
 log = logging.getLogger("gateway")
 
 IMAGE_PATH = "/images/"
+CACHE_RECOUNT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,34 @@ class Gateway:
         )
         self.rehoster = Rehoster(settings.cache, self.cache, self.download_client, self.metrics)
         self.state = open_state(settings.state, self.metrics)
+        self.retention = RetentionSweep(self.cache, self.state, settings.cache, self.metrics)
         self.router = Router([self._route(u) for u in settings.upstreams], self.metrics)
         self.limiter = TeamLimiter(self.state, settings.prices, self.metrics)
         longest = max((u.timeout_s for u in settings.upstreams), default=300.0)
         self.idempotency = Idempotency(self.state, wait_s=longest + 120.0)
         self._tasks: list[asyncio.Task[None]] = []
+        for team in settings.teams:
+            self.metrics.add_team(team.name, team.monthly_budget_usd)
 
     def start(self) -> None:
         """Background work that needs a running loop: lease renewal, key pool upkeep."""
         self.limiter.start()
         self._tasks = [asyncio.create_task(r.pool.run_maintenance()) for r in self.router.routes]
+        self._tasks.append(asyncio.create_task(self._recount_forever()))
+        if self.retention.enabled:
+            self._tasks.append(asyncio.create_task(self.retention.run_forever()))
+
+    async def count_cache(self) -> None:
+        """`gateway_cache_objects` from the cache's own count, which also sees other writers."""
+        try:
+            self.metrics.cache_objects.set(await self.cache.count())
+        except (OSError, CacheUnavailable) as exc:
+            log.warning("cache count failed", extra={"error": str(exc)})
+
+    async def _recount_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CACHE_RECOUNT_S)
+            await self.count_cache()
 
     def _route(self, upstream_settings: Any) -> Route:
         upstream = build_upstream(upstream_settings)
@@ -106,6 +127,7 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.limiter.stop()
+        await self.retention.stop()
         await self.state.aclose()
         await self.download_client.aclose()
         for route in self.router.routes:
@@ -182,7 +204,7 @@ class Gateway:
             seed = extra.get("seed", outcome.result.seed)
             meta = ImageMeta(team.name, spec.id, request_id, outcome.upstream, seed, prompt)
             started = time.perf_counter()
-            image = await self.rehoster.rehost(outcome.result.url, meta)
+            image = await self._rehost(outcome.result.url, meta)
             return Delivered(image, outcome, seed, time.perf_counter() - started)
 
         results = await asyncio.gather(*(job(i) for i in range(req.n)), return_exceptions=True)
@@ -203,6 +225,25 @@ class Gateway:
                 },
             )
         return delivered
+
+    async def _rehost(self, url: str, meta: ImageMeta) -> StoredImage:
+        """Rehost one result; a failure gets its own log line: the image was paid for, then lost."""
+        try:
+            return await self.rehoster.rehost(url, meta)
+        except UpstreamError as exc:
+            cause = exc.__cause__
+            log.warning(
+                "rehost failed",
+                extra={
+                    "request_id": meta.request_id,
+                    "team": meta.team,
+                    "model": meta.model,
+                    "upstream": meta.upstream,
+                    "reason": cause.reason if isinstance(cause, RehostFailed) else None,
+                    "error": exc.message,
+                },
+            )
+            raise
 
     async def settle(self, ticket: Ticket, model: str, delivered: int) -> None:
         """Charge the team for what was delivered and give back the rest of the reservation."""

@@ -40,6 +40,7 @@ class ServerSettings(_Section):
     max_body_mb: float = 100
     trusted_proxies: list[str] = []
     drain_s: float = 60
+    drain_grace_s: float = Field(5, ge=0)
     metrics_token: str | None = None
 
     @property
@@ -74,6 +75,24 @@ class CacheSettings(_Section):
     region: str | None = None
     access_key_env: str | None = None
     secret_key_env: str | None = None
+    redirect: bool = False
+    presign_ttl_s: float = Field(300, gt=0)
+    sweep_interval_s: float = Field(300, gt=0)
+    sweep_batch: int = Field(1000, gt=0)
+
+    def s3_credentials(self) -> tuple[str, str] | None:
+        """The key pair from the variables the config names; None lets the store's own chain
+        (instance roles, web identity, AWS_* variables) find them."""
+        names = (self.access_key_env, self.secret_key_env)
+        if names == (None, None):
+            return None
+        if None in names:
+            raise ConfigError("cache.access_key_env and cache.secret_key_env go together")
+        values = tuple(os.environ.get(name or "", "") for name in names)
+        missing = [name for name, value in zip(names, values, strict=True) if not value]
+        if missing:
+            raise ConfigError(f"cache credentials: the environment variable {missing[0]} is empty")
+        return values[0], values[1]
 
 
 class UpstreamSettings(_Section):

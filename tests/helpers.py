@@ -137,7 +137,8 @@ def write_config(path: Path, text: str) -> Path:
 def gateway_process(
     config: Path, port: int, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`flux-gateway serve --config …` as a real process, stopped with SIGTERM at the end."""
+    """`flux-gateway serve --config …` as a real process, stopped with SIGTERM at the end
+    (no drain grace unless `env` sets one: no load balancer needs to notice here)."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -149,7 +150,7 @@ def gateway_process(
             "--port",
             str(port),
         ],
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "GATEWAY_SERVER__DRAIN_GRACE_S": "0", **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

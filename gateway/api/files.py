@@ -1,15 +1,27 @@
-"""Durable links: `GET /images/{id}.{ext}`, no key needed, immutable, with Range support."""
+"""Durable links: `GET /images/{id}.{ext}`, no key needed, immutable, with Range support.
+
+A link is the same whatever the backend. The bytes are streamed from the cache, or, with
+`cache.redirect` on a backend that can sign URLs, the answer is a 302 to a presigned URL
+signed anew on each request, so the link itself never expires.
+"""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+import re
+from collections.abc import AsyncIterator
 
-from gateway.cache.filesystem import FilesystemCache
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from gateway.cache.base import IMMUTABLE, ByteRange, StoredImage
 from gateway.errors import NotFound
 from gateway.service import Gateway
 
-CACHE_CONTROL = "public, max-age=31536000, immutable"
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class Unsatisfiable(Exception):
+    """The Range asks for bytes past the end of the image (416)."""
 
 
 async def get_image(request: Request) -> Response:
@@ -17,14 +29,81 @@ async def get_image(request: Request) -> Response:
     image = await gateway.lookup_name(request.path_params["name"])
     if image is None:
         raise NotFound("No such image.")
-    headers = {"etag": f'"{image.sha256}"', "cache-control": CACHE_CONTROL}
-    if request.headers.get("if-none-match") == headers["etag"]:
+    etag = f'"{image.sha256}"'
+    headers = {"etag": etag, "cache-control": IMMUTABLE, "accept-ranges": "bytes"}
+    if _matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    if isinstance(gateway.cache, FilesystemCache):
-        return FileResponse(
-            gateway.cache.local_path(image), media_type=image.content_type, headers=headers
-        )
-    headers["content-length"] = str(image.size)
+    if gateway.settings.cache.redirect:
+        ttl_s = gateway.settings.cache.presign_ttl_s
+        url = await gateway.cache.presign(image, ttl_s)
+        if url is not None:
+            return RedirectResponse(
+                url, status_code=302, headers={"cache-control": f"public, max-age={int(ttl_s / 2)}"}
+            )
+    try:
+        byte_range = _requested_range(request, etag, image.size)
+    except Unsatisfiable:
+        headers["content-range"] = f"bytes */{image.size}"
+        return Response(status_code=416, headers=headers)
+    status = 200
+    first, last = byte_range or (0, image.size - 1)
+    if byte_range is not None:
+        status = 206
+        headers["content-range"] = f"bytes {first}-{last}/{image.size}"
+    headers["content-length"] = str(last - first + 1)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type=image.content_type)
+    body = await _opened(gateway, image, byte_range)
     return StreamingResponse(
-        gateway.cache.open(image), media_type=image.content_type, headers=headers
+        body, status_code=status, headers=headers, media_type=image.content_type
     )
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if if_none_match is None:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return etag in tags or "*" in tags
+
+
+def _requested_range(request: Request, etag: str, size: int) -> ByteRange | None:
+    """One `bytes=` range, clipped to the image; anything else is answered with all of it."""
+    header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if header is None or (if_range is not None and if_range.strip() != etag):
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or match.groups() == ("", ""):
+        return None
+    start, end = match.groups()
+    if not start:
+        suffix = int(end)
+        if suffix == 0:
+            raise Unsatisfiable
+        return max(0, size - suffix), size - 1
+    first = int(start)
+    last = min(int(end), size - 1) if end else size - 1
+    if first > last:
+        if end and int(end) < first:
+            return None
+        raise Unsatisfiable
+    return first, last
+
+
+async def _opened(
+    gateway: Gateway, image: StoredImage, byte_range: ByteRange | None
+) -> AsyncIterator[bytes]:
+    """The body, with its first chunk already read: a missing or failing store is answered
+    with a real status (404, 503) rather than a broken 200."""
+    chunks = gateway.cache.open(image, byte_range)
+    try:
+        head = await anext(chunks, b"")
+    except FileNotFoundError:
+        raise NotFound("No such image.") from None
+    return _chain(head, chunks)
+
+
+async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in rest:
+        yield chunk

@@ -1,4 +1,10 @@
-"""`/healthz` (the process answers) and `/readyz` (it can serve: cache writable, not draining)."""
+"""`/healthz` (the process answers) and `/readyz` (it can serve right now).
+
+Ready means: the shared state answers (required only under `fail-closed`; `fail-open` serves
+without it, so taking every replica out of the load balancer would turn an outage into a
+total one), the cache is writable, some upstream key is usable, and the gateway is not
+draining after SIGTERM.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +22,13 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     checks = {
+        "state": await gateway.state.ping(),
         "cache": await gateway.cache.writable(),
         "upstreams": any(route.pool.usable() for route in gateway.router.routes),
         "accepting": not request.app.state.draining,
     }
-    ready = all(checks.values())
+    required = dict(checks)
+    if gateway.settings.state.on_redis_error == "fail-open":
+        required.pop("state")
+    ready = all(required.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

@@ -1,7 +1,8 @@
 """`POST /v1/images/generations` and `POST /v1/images/edits`: one handler, two routes.
 
 The flow is one way: parse and validate → plan (which upstreams can honour it) → idempotency
-→ team admission → run → settle → answer.
+→ team admission → run → settle → answer. Whatever the outcome, the request ends with one
+usage record for its team.
 """
 
 from __future__ import annotations
@@ -12,16 +13,33 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import usage
 from gateway.api.responses import JSONResponse
+from gateway.errors import QuotaExceeded, RateLimited
 from gateway.idempotency import body_hash
 from gateway.requests import parse
 from gateway.service import Gateway
+from gateway.usage import Usage
 
 REPLAY_HEADER = "x-idempotent-replay"
 
 
 async def create_image(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
+    used = Usage()
+    try:
+        return await _create_image(request, gateway, used)
+    except (RateLimited, QuotaExceeded):
+        used.rate_limited = True
+        raise
+    except BaseException:
+        used.error = True
+        raise
+    finally:
+        await usage.record(gateway.state, request.state.team.name, used)
+
+
+async def _create_image(request: Request, gateway: Gateway, used: Usage) -> Response:
     team = request.state.team
     request_id: str = request.state.request_id
     parsed = await parse(request, gateway.max_body_bytes, gateway.own_prefix)
@@ -48,6 +66,8 @@ async def create_image(request: Request) -> Response:
         finally:
             gateway.metrics.inflight.labels(team=team.name).dec()
             await gateway.settle(ticket, spec.id, len(delivered))
+        used.images = len(delivered)
+        used.spend_micros = ticket.micros_per_image * len(delivered)
         response_format = parsed.body.response_format or "url"
         data = [await gateway.item(d, response_format) for d in delivered]
     except BaseException:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from gateway.cache.base import ImageMeta, ResultCache, StoredImage
+from collections.abc import Callable
+
+from gateway.cache.base import CacheUnavailable, ImageMeta, ResultCache, StoredImage
 from gateway.cache.filesystem import FilesystemCache
+from gateway.cache.s3 import S3Cache
 from gateway.errors import ConfigError
 from gateway.settings import CacheSettings
 
-__all__ = ["ImageMeta", "ResultCache", "StoredImage", "open_cache"]
+__all__ = ["CacheUnavailable", "ImageMeta", "ResultCache", "StoredImage", "open_cache"]
+
+BACKENDS: dict[str, Callable[[CacheSettings], ResultCache]] = {
+    "filesystem": lambda settings: FilesystemCache(settings.dir),
+    "s3": S3Cache.from_settings,
+}
 
 
 def open_cache(settings: CacheSettings) -> ResultCache:
     """The backend that `cache.backend` names; an unknown one is a start-up error."""
-    if settings.backend == "filesystem":
-        return FilesystemCache(settings.dir)
-    raise ConfigError(f"cache.backend {settings.backend!r} is not available in this build")
+    backend = BACKENDS.get(settings.backend)
+    if backend is None:
+        raise ConfigError(f"cache.backend {settings.backend!r} is not available in this build")
+    return backend(settings)

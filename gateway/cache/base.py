@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 from gateway import media
+from gateway.errors import ServiceUnavailable
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
+IMMUTABLE = "public, max-age=31536000, immutable"
+"""The Cache-Control of every stored image: an id never names other bytes."""
 
 
 def new_image_id() -> str:
@@ -57,6 +60,16 @@ class StoredImage:
         return cls(meta=meta, **data)  # type: ignore[arg-type]
 
 
+class CacheUnavailable(ServiceUnavailable):
+    """The storage behind the cache failed; callers may retry (503), nothing was half-written."""
+
+    code = "cache_unavailable"
+
+
+ByteRange = tuple[int, int]
+"""An inclusive byte range `(first, last)`, as HTTP `Range` names it."""
+
+
 class ResultCache(ABC):
     """Where results live. `store` consumes a stream whose first chunk is already sniffed."""
 
@@ -71,8 +84,8 @@ class ResultCache(ABC):
         """The record of an image, or None for an unknown or malformed id."""
 
     @abstractmethod
-    def open(self, image: StoredImage) -> AsyncIterator[bytes]:
-        """The bytes of a stored image, as a stream."""
+    def open(self, image: StoredImage, byte_range: ByteRange | None = None) -> AsyncIterator[bytes]:
+        """The bytes of a stored image (or of one range of it), as a stream."""
 
     async def read(self, image: StoredImage) -> bytes:
         return b"".join([chunk async for chunk in self.open(image)])
@@ -80,3 +93,23 @@ class ResultCache(ABC):
     @abstractmethod
     async def writable(self) -> bool:
         """Whether a write would succeed now (for readiness)."""
+
+    @abstractmethod
+    async def scan(self, after: str | None, limit: int) -> list[StoredImage]:
+        """Up to `limit` records in id order, starting after the id `after` (None: the first).
+
+        Fewer than `limit` means the end was reached: a sweep resumes where it stopped and
+        wraps around, so each pass reads a bounded number of records.
+        """
+
+    @abstractmethod
+    async def delete(self, image: StoredImage) -> None:
+        """Remove an image and its record; the record goes first, so no link outlives it."""
+
+    async def presign(self, image: StoredImage, ttl_s: float) -> str | None:
+        """A short-lived direct URL to the bytes, where the backend can sign one."""
+        return None
+
+    @abstractmethod
+    async def count(self) -> int:
+        """How many images are stored (the `gateway_cache_objects` gauge)."""

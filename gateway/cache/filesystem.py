@@ -6,6 +6,7 @@ never sees half an image; all file work runs in worker threads, off the event lo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -15,7 +16,14 @@ from pathlib import Path
 import anyio
 import orjson
 
-from gateway.cache.base import ImageMeta, ResultCache, StoredImage, new_image_id, valid_id
+from gateway.cache.base import (
+    ByteRange,
+    ImageMeta,
+    ResultCache,
+    StoredImage,
+    new_image_id,
+    valid_id,
+)
 
 WRITE_BUFFER = 256 * 1024
 READ_CHUNK = 256 * 1024
@@ -69,9 +77,15 @@ class FilesystemCache(ResultCache):
             return None
         return StoredImage.from_json(orjson.loads(raw))
 
-    async def open(self, image: StoredImage) -> AsyncIterator[bytes]:
+    async def open(
+        self, image: StoredImage, byte_range: ByteRange | None = None
+    ) -> AsyncIterator[bytes]:
+        first, last = byte_range or (0, image.size - 1)
+        left = last - first + 1
         async with await anyio.open_file(self.local_path(image), "rb") as source:
-            while chunk := await source.read(READ_CHUNK):
+            await source.seek(first)
+            while left > 0 and (chunk := await source.read(min(READ_CHUNK, left))):
+                left -= len(chunk)
                 yield chunk
 
     async def read(self, image: StoredImage) -> bytes:
@@ -86,6 +100,53 @@ class FilesystemCache(ResultCache):
         except OSError:
             return False
         return True
+
+    async def scan(self, after: str | None, limit: int) -> list[StoredImage]:
+        records = await anyio.to_thread.run_sync(_scan_records, self.root, after, limit)
+        return [StoredImage.from_json(orjson.loads(raw)) for raw in records]
+
+    async def delete(self, image: StoredImage) -> None:
+        data_path, meta_path = self._paths(image.id)
+        await anyio.Path(meta_path).unlink(missing_ok=True)
+        await anyio.Path(data_path).unlink(missing_ok=True)
+
+    async def count(self) -> int:
+        return await anyio.to_thread.run_sync(_count_records, self.root)
+
+
+def _count_records(root: Path) -> int:
+    """Every image has one `<id>.json` record in its two-character shard folder."""
+    if not root.is_dir():
+        return 0
+    count = 0
+    for shard in root.iterdir():
+        if len(shard.name) != 2:
+            continue
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            names = os.listdir(shard)
+            count += sum(1 for n in names if n.endswith(".json") and valid_id(n[: -len(".json")]))
+    return count
+
+
+def _scan_records(root: Path, after: str | None, limit: int) -> list[bytes]:
+    """The raw records of the first `limit` ids above `after`, shard by shard in id order."""
+    if not root.is_dir():
+        return []
+    start = after or ""
+    records: list[bytes] = []
+    for shard in sorted(n for n in os.listdir(root) if len(n) == 2 and n >= start[:2]):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            ids = sorted(
+                n.removesuffix(".json") for n in os.listdir(root / shard) if n.endswith(".json")
+            )
+            for image_id in ids:
+                if image_id <= start or not valid_id(image_id):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    records.append((root / shard / f"{image_id}.json").read_bytes())
+                if len(records) >= limit:
+                    return records
+    return records
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from gateway import media
-from gateway.cache.base import ImageMeta, ResultCache, StoredImage
+from gateway.cache.base import CacheUnavailable, ImageMeta, ResultCache, StoredImage
 from gateway.errors import UpstreamError
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
@@ -107,6 +107,10 @@ class Rehoster:
                 image = await self.cache.store(self._capped(head, chunks), content_type, meta)
         except httpx.TransportError as exc:
             raise RehostFailed("network", f"download failed ({type(exc).__name__})", True) from exc
+        except CacheUnavailable as exc:
+            raise RehostFailed(
+                "storage", f"the cache could not store it ({exc.message})", True
+            ) from exc
         self.metrics.rehost_bytes.inc(image.size)
         self.metrics.cache_objects.inc()
         return image

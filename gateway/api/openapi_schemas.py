@@ -1,0 +1,121 @@
+"""The component schemas of `/openapi.json`; image requests come from `ImageRequest` itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.requests import ImageRequest
+
+Schema = dict[str, Any]
+REF = "#/components/schemas/{model}"
+BINARY: Schema = {"type": "string", "contentMediaType": "application/octet-stream"}
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": REF.format(model=name)}
+
+
+def _object(required: list[str], **properties: Schema) -> Schema:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _edit_form(request: Schema) -> Schema:
+    """An edit as multipart: the same fields as form values, reference images as file parts."""
+    properties = dict(request["properties"])
+    files = {"type": "array", "items": BINARY}
+    properties["image"] = {
+        "anyOf": [BINARY, files, *request["properties"]["image"]["anyOf"]],
+        "description": "Reference images as files (or URLs), mapped in order to input_image…",
+    }
+    properties["image[]"] = {**files, "description": "Reference image files, in order"}
+    return {"type": "object", "properties": properties, "required": request["required"]}
+
+
+def schemas() -> Schema:
+    """Every schema the paths refer to, by name."""
+    request = ImageRequest.model_json_schema(ref_template=REF)
+    found: Schema = request.pop("$defs", {})
+    nullable = {"type": ["string", "null"]}
+    counts = {name: {"type": "integer"} for name in ("requests", "images", "errors")}
+    day = _object([], **counts, rate_limited={"type": "integer"}, spend_usd={"type": "number"})
+    key = _object(
+        ["fingerprint", "state"],
+        fingerprint={"type": "string"},
+        state={"enum": ["healthy", "cooling", "disabled"]},
+        in_flight={"type": "integer"},
+        cooldown_until={**nullable, "format": "date-time"},
+        recheck_at={**nullable, "format": "date-time"},
+        last_error=nullable,
+    )
+    upstream = _object(
+        ["name", "keys"],
+        name={"type": "string"},
+        kind={"enum": ["openai-images", "bfl"]},
+        priority={"type": "integer"},
+        models={"type": "array", "items": {"type": "string"}},
+        keys={"type": "array", "items": ref("UpstreamKey")},
+    )
+    return found | {
+        "ImageRequest": request,
+        "ImageEditForm": _edit_form(request),
+        "Image": _object(
+            [],
+            url={"type": "string", "format": "uri"},
+            b64_json={"type": "string", "contentEncoding": "base64"},
+            revised_prompt={"type": "string"},
+            seed={"type": "integer"},
+        ),
+        "ImagesResponse": _object(
+            ["created", "data"],
+            created={"type": "integer"},
+            data={"type": "array", "items": ref("Image")},
+        ),
+        "Model": _object(
+            ["id", "object", "created", "owned_by"],
+            id={"type": "string"},
+            object={"const": "model"},
+            created={"type": "integer"},
+            owned_by={"type": "string"},
+            flux={"type": "object", "description": "The model's limits and serving upstreams"},
+        ),
+        "ModelList": _object(
+            ["object", "data"],
+            object={"const": "list"},
+            data={"type": "array", "items": ref("Model")},
+        ),
+        "Error": _object(
+            ["error"],
+            error=_object(
+                ["message", "type", "param", "code"],
+                message={"type": "string"},
+                type={"type": "string"},
+                param=nullable,
+                code=nullable,
+            ),
+        ),
+        "UsageDay": _object(
+            ["date"], date={"type": "string", "format": "date"}, **day["properties"]
+        ),
+        "UsageReport": _object(
+            ["since", "until", "data"],
+            since={"type": "string", "format": "date"},
+            until={"type": "string", "format": "date"},
+            data={
+                "type": "array",
+                "items": _object(
+                    ["team", "totals", "days"],
+                    team={"type": "string"},
+                    totals=day,
+                    days={"type": "array", "items": ref("UsageDay")},
+                ),
+            },
+        ),
+        "UpstreamKey": key,
+        "Upstream": upstream,
+        "UpstreamList": _object(["data"], data={"type": "array", "items": ref("Upstream")}),
+        "Readiness": _object(
+            ["ready", "checks"],
+            ready={"type": "boolean"},
+            checks={"type": "object", "additionalProperties": {"type": "boolean"}},
+        ),
+    }
