@@ -106,7 +106,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
         Middleware(RequestContext, metrics=gateway.metrics),
         Middleware(DrainGate),
         Middleware(
-            BodyLimit, max_bytes=gateway.max_body_bytes, limit_mb=settings.server.max_body_mb
+            BodyLimit,
+            max_bytes=gateway.max_body_bytes,
+            limit_mb=settings.server.max_body_mb,
+            timeout_s=settings.server.body_timeout_s,
         ),
         Middleware(ClientAuth, team_for_key=gateway.team_for_key),
         *_guards(settings),

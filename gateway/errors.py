@@ -70,6 +70,11 @@ class RequestTooLarge(ApiError):
     code = "request_too_large"
 
 
+class RequestTimeout(ApiError):
+    status = 408
+    code = "request_timeout"
+
+
 class AuthenticationFailed(ApiError):
     status = 401
     type = "authentication_error"

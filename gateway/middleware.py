@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -13,7 +14,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.responses import error_response
-from gateway.errors import AuthenticationFailed, RequestTooLarge
+from gateway.errors import AuthenticationFailed, RequestTimeout, RequestTooLarge
 from gateway.logs import now_ms
 from gateway.metrics import Metrics
 
@@ -100,12 +101,17 @@ def _route_template(scope: Scope) -> str:
 
 
 class BodyLimit:
-    """413 for bodies over the cap: at once by Content-Length, else as soon as it is exceeded."""
+    """413 for bodies over the cap: at once by Content-Length, else as soon as it is exceeded.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, limit_mb: float) -> None:
+    A body must also arrive whole within `timeout_s`, so a client that never finishes sending
+    (slowloris) gets a 408 instead of holding a request slot forever.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, limit_mb: float, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.limit_mb = limit_mb
+        self.timeout_s = timeout_s
 
     def _error(self) -> RequestTooLarge:
         return RequestTooLarge(f"The request body is larger than {self.limit_mb:g} MB.")
@@ -119,11 +125,22 @@ class BodyLimit:
             await error_response(self._error(), {"connection": "close"})(scope, receive, send)
             return
         seen = 0
+        complete = False
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"The request body did not arrive within {self.timeout_s:g} s."
+                ) from None
             seen += len(message.get("body", b""))
+            complete = not message.get("more_body", False)
             if seen > self.max_bytes:
                 raise self._error()
             return message

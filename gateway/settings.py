@@ -38,6 +38,7 @@ class ServerSettings(_Section):
     port: int = 8080
     public_base_url: str = ""
     max_body_mb: float = 100
+    body_timeout_s: float = Field(60, gt=0)
     trusted_proxies: list[str] = []
     drain_s: float = 60
     drain_grace_s: float = Field(5, ge=0)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import CLIENT_KEY, Gateway
+from tests.conftest import CLIENT_KEY, Gateway, gateway_settings, start_gateway
 from tests.helpers import Sim, image_bytes
 
 AUTH = {"authorization": f"Bearer {CLIENT_KEY}"}
@@ -126,3 +128,28 @@ def test_json_of_the_wrong_shape_is_400(gateway: Gateway, sim: Sim, body: bytes)
     )
     assert response.status_code == 400
     assert sim.requests() == []
+
+
+def test_body_that_never_finishes_is_408(sim: Sim, tmp_path: Path) -> None:
+    settings = gateway_settings(sim, tmp_path / "cache")
+    settings.server.body_timeout_s = 0.5
+    gw = start_gateway(settings)
+    port = int(gw.url.rsplit(":", 1)[1])
+    try:
+        answer = _stalled_request(port)
+    finally:
+        gw.server.stop()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b'"code":"request_timeout"' in answer
+    assert sim.requests() == []
+
+
+def _stalled_request(port: int) -> bytes:
+    """Headers and a few body bytes of a request promising 1000, then silence."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {CLIENT_KEY}\r\n".encode()
+            + b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model": '
+        )
+        return sock.recv(65536)

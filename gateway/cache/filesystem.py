@@ -11,7 +11,9 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import anyio
 import orjson
@@ -25,8 +27,45 @@ from gateway.cache.base import (
     valid_id,
 )
 
-WRITE_BUFFER = 256 * 1024
+SPILL_AT = 2 * 1024 * 1024
 READ_CHUNK = 256 * 1024
+
+
+class _Writer:
+    """The blocking half of a store: runs only in worker threads."""
+
+    def __init__(self, data_path: Path, meta_path: Path) -> None:
+        self.data_path = data_path
+        self.meta_path = meta_path
+        self.tmp = data_path.with_name(f".{data_path.name}.part")
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.out: BinaryIO | None = None
+
+    def write(self, parts: list[bytes]) -> None:
+        if self.out is None:
+            self.data_path.parent.mkdir(parents=True, exist_ok=True)
+            self.out = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit or discard
+        for part in parts:
+            self.digest.update(part)
+            self.out.write(part)
+            self.size += len(part)
+
+    def commit(self, parts: list[bytes], record: dict[str, Any]) -> StoredImage:
+        self.write(parts)
+        assert self.out is not None
+        self.out.close()
+        os.replace(self.tmp, self.data_path)
+        image = StoredImage.from_json(
+            {**record, "size": self.size, "sha256": self.digest.hexdigest(), "created": time.time()}
+        )
+        _write_atomically(self.meta_path, orjson.dumps(image.to_json()))
+        return image
+
+    def discard(self) -> None:
+        if self.out is not None:
+            self.out.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 class FilesystemCache(ResultCache):
@@ -43,30 +82,27 @@ class FilesystemCache(ResultCache):
     async def store(
         self, chunks: AsyncIterator[bytes], content_type: str, meta: ImageMeta
     ) -> StoredImage:
+        """Buffer up to SPILL_AT in memory, then stream to a temporary file; commit in one hop.
+
+        A typical image costs one worker-thread call (write, hash, rename, record); a larger
+        one adds one call per SPILL_AT written, so memory per download stays bounded.
+        """
         image_id = new_image_id()
-        data_path, meta_path = self._paths(image_id)
-        await anyio.Path(data_path.parent).mkdir(parents=True, exist_ok=True)
-        tmp = data_path.with_name(f".{image_id}.part")
-        digest = hashlib.sha256()
-        size = 0
+        writer = _Writer(*self._paths(image_id))
+        parts: list[bytes] = []
+        pending = 0
         try:
-            async with await anyio.open_file(tmp, "wb") as out:
-                buffer = bytearray()
-                async for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    buffer += chunk
-                    if len(buffer) >= WRITE_BUFFER:
-                        await out.write(bytes(buffer))
-                        buffer.clear()
-                await out.write(bytes(buffer))
-            await anyio.Path(tmp).rename(data_path)
+            async for chunk in chunks:
+                parts.append(chunk)
+                pending += len(chunk)
+                if pending >= SPILL_AT:
+                    await anyio.to_thread.run_sync(writer.write, parts)
+                    parts, pending = [], 0
+            record = {"id": image_id, "content_type": content_type, "meta": asdict(meta)}
+            return await anyio.to_thread.run_sync(writer.commit, parts, record)
         except BaseException:
-            await anyio.Path(tmp).unlink(missing_ok=True)
+            await anyio.to_thread.run_sync(writer.discard)
             raise
-        image = StoredImage(image_id, content_type, size, digest.hexdigest(), time.time(), meta)
-        await anyio.to_thread.run_sync(_write_atomically, meta_path, orjson.dumps(image.to_json()))
-        return image
 
     async def get(self, image_id: str) -> StoredImage | None:
         if not valid_id(image_id):
