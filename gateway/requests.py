@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from gateway import media
-from gateway.catalog import REFERENCE_KEYS
+from gateway.catalog import MODELS, REFERENCE_KEYS
 from gateway.errors import InvalidRequest, RequestTooLarge, UnknownParameter
 
 MAX_REFERENCE_MB = 20
@@ -38,8 +38,8 @@ class ImageRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    model: str = Field(min_length=1)
-    prompt: str = Field(min_length=1, max_length=100_000)
+    model: str = Field(min_length=1, examples=list(MODELS))
+    prompt: str = Field(min_length=1, max_length=100_000, examples=["a lighthouse at dusk"])
     input_image: str | None = None
     input_image_2: str | None = None
     input_image_3: str | None = None
