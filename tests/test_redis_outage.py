@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -83,3 +84,22 @@ def test_fail_open_serves_and_counts(own_redis: RedisServer, sim: Sim, tmp_path:
         client.close()
     finally:
         gw.server.stop()
+
+
+def test_redis_restart_under_load(own_redis: RedisServer, sim: Sim, tmp_path: Path) -> None:
+    """Clients during a Redis restart get 200 or a clean 503, never a 500 or a hang."""
+    gw = gateway_on(own_redis, sim, tmp_path, "fail-closed")
+    statuses: list[int] = []
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            running = [pool.submit(post, gw) for _ in range(16)]
+            own_redis.stop()
+            running += [pool.submit(post, gw) for _ in range(16)]
+            statuses += [f.result().status_code for f in running]
+            own_redis.start()
+            statuses_after = [f.status_code for f in pool.map(lambda _: post(gw), range(8))]
+    finally:
+        gw.server.stop()
+    assert set(statuses) <= {200, 503}
+    assert 503 in statuses
+    assert statuses_after == [200] * 8
