@@ -69,6 +69,7 @@ class CacheSettings(_Section):
     keep_prompts: bool = True
     download_timeout_s: float = 60
     download_attempts: int = Field(6, ge=1)
+    download_concurrency: int = Field(32, ge=1)
     download_backoff_s: float = Field(0.25, gt=0)
     bucket: str | None = None
     prefix: str = ""

@@ -1,8 +1,9 @@
 """Upstream result link → verified image in the cache, before the client gets an answer.
 
 Upstream links die after about ten minutes, so the download happens at once, retried with
-backoff while the link can still be valid. Only allowed hosts are fetched; the body is
-streamed with a size cap and must start with PNG, JPEG or WebP magic bytes.
+backoff while the link can still be valid. At most `download_concurrency` downloads run at a
+time, so memory stays bounded however many jobs finish together. Only allowed hosts are
+fetched; the body is streamed with a size cap and must start with PNG, JPEG or WebP magic bytes.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Rehoster:
         self.client = client
         self.metrics = metrics
         self.max_bytes = int(settings.max_result_mb * 1024 * 1024)
+        self._downloads = asyncio.Semaphore(settings.download_concurrency)
 
     def check_url(self, url: str) -> None:
         parts = urlsplit(url)
@@ -70,7 +72,8 @@ class Rehoster:
             attempts_left -= 1
             try:
                 self.check_url(url)
-                return await self._download(url, meta)
+                async with self._downloads:
+                    return await self._download(url, meta)
             except RehostFailed as exc:
                 failure = exc
             last = attempts_left == 0 or time.monotonic() + delay >= deadline

@@ -14,6 +14,7 @@ from gateway.sim.render import CONTENT_TYPES, RenderSpec, noise_png, render
 
 MAX_REQUESTS = 2000
 MAX_RESULTS = 512
+MAX_SHARED_RESULTS = 100_000
 MAX_RENDERS = 64
 MAX_JOBS = 4096
 
@@ -164,9 +165,14 @@ class SimState:
             self.renders.move_to_end(digest)
         return StoredImage(data, spec.output_format)
 
+    @property
+    def max_results(self) -> int:
+        """In fast mode every result shares one image, so many more links can stay live."""
+        return MAX_SHARED_RESULTS if self.config.result_kib is not None else MAX_RESULTS
+
     def store_result(self, result_id: str, image: StoredImage) -> None:
         self.results[result_id] = image
-        while len(self.results) > MAX_RESULTS:
+        while len(self.results) > self.max_results:
             self.results.popitem(last=False)
 
     def note_link(self, result_id: str, url: str, expires: float) -> None:
@@ -181,7 +187,7 @@ class SimState:
             "size": len(image.data),
             "sha256": image.sha256 or hashlib.sha256(image.data).hexdigest(),
         }
-        while len(self.issued) > MAX_RESULTS:
+        while len(self.issued) > self.max_results:
             self.issued.popitem(last=False)
 
     def take_fail_status(self) -> int | None:
