@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -28,6 +29,15 @@ class Gateway:
 
     def client(self, key: str = CLIENT_KEY, retries: int = 0) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=retries)
+
+    def post(self, key: str = CLIENT_KEY, **body: Any) -> httpx.Response:
+        """A raw generation request (flux-2-pro, prompt "x" unless overridden)."""
+        return httpx.post(
+            f"{self.url}/v1/images/generations",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "flux-2-pro", "prompt": "x", **body},
+            timeout=60,
+        )
 
 
 @pytest.fixture(scope="session")

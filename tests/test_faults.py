@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import CLIENT_KEY, Gateway, GatewayFactory
+from tests.conftest import Gateway, GatewayFactory
 from tests.helpers import Sim
-
-
-def post(gw: Gateway, **body: Any) -> httpx.Response:
-    return httpx.post(
-        f"{gw.url}/v1/images/generations",
-        headers={"authorization": f"Bearer {CLIENT_KEY}"},
-        json={"model": "flux-2-pro", "prompt": "x", **body},
-        timeout=60,
-    )
 
 
 def downloads(sim: Sim) -> int:
@@ -44,12 +34,12 @@ def test_rate_limit_storm_cools_keys_instead_of_hammering(
     gw = fresh_gateway()
     sim.faults(rate_limit_keys={k: 60 for k in sim.keys})
     with ThreadPoolExecutor(10) as pool:
-        first = list(pool.map(lambda _: post(gw), range(10)))
+        first = list(pool.map(lambda _: gw.post(), range(10)))
     assert {r.status_code for r in first} == {503}
     submitted = len(sim.bodies())
     assert submitted <= 10 * len(sim.keys)
     with ThreadPoolExecutor(10) as pool:
-        second = list(pool.map(lambda _: post(gw), range(10)))
+        second = list(pool.map(lambda _: gw.post(), range(10)))
     assert {r.status_code for r in second} == {503}
     assert all(50 <= int(r.headers["retry-after"]) <= 60 for r in second)
     assert len(sim.bodies()) == submitted
@@ -57,7 +47,7 @@ def test_rate_limit_storm_cools_keys_instead_of_hammering(
 
 def test_slow_result_body_is_delivered(quick: Gateway, sim: Sim) -> None:
     sim.faults(result_chunk_delay=0.02)
-    response = post(quick)
+    response = quick.post()
     assert response.status_code == 200
     assert httpx.get(response.json()["data"][0]["url"]).content == fetched(sim)
     assert len(sim.bodies()) == 1
@@ -65,7 +55,7 @@ def test_slow_result_body_is_delivered(quick: Gateway, sim: Sim) -> None:
 
 def test_transient_download_failures_are_retried(quick: Gateway, sim: Sim) -> None:
     sim.faults(result_status=503, result_status_count=2)
-    response = post(quick)
+    response = quick.post()
     assert response.status_code == 200
     assert httpx.get(response.json()["data"][0]["url"]).content == fetched(sim)
     assert downloads(sim) == 3
@@ -74,7 +64,7 @@ def test_transient_download_failures_are_retried(quick: Gateway, sim: Sim) -> No
 
 def test_truncated_body_is_retried_then_reported(quick: Gateway, sim: Sim) -> None:
     sim.faults(result_truncate=True)
-    response = post(quick)
+    response = quick.post()
     assert response.status_code == 502
     assert response.headers["x-should-retry"] == "false"
     assert "could not be fetched" in response.json()["error"]["message"]
@@ -86,7 +76,7 @@ def test_truncated_body_is_retried_then_reported(quick: Gateway, sim: Sim) -> No
 
 def test_expired_link_is_not_retried(quick: Gateway, sim: Sim) -> None:
     sim.faults(result_url_ttl=0)
-    response = post(quick)
+    response = quick.post()
     assert response.status_code == 502
     assert "answered 403" in response.json()["error"]["message"]
     assert downloads(sim) == 1
@@ -98,7 +88,7 @@ def test_result_on_a_host_outside_the_allow_list_is_never_fetched(
     quick: Gateway, sim: Sim, host: str
 ) -> None:
     sim.faults(result_host=host)
-    response = post(quick)
+    response = quick.post()
     assert response.status_code == 502
     assert "not in allowed_result_hosts" in response.json()["error"]["message"]
     assert len(sim.bodies()) == 1
@@ -106,7 +96,7 @@ def test_result_on_a_host_outside_the_allow_list_is_never_fetched(
 
 def test_fan_out_keeps_the_images_that_were_made(quick: Gateway, sim: Sim) -> None:
     sim.faults(fail_status=500, fail_count=1)
-    response = post(quick, n=3, seed=10)
+    response = quick.post(n=3, seed=10)
     assert response.status_code == 200
     assert len(response.json()["data"]) == 2
     assert len(sim.bodies()) == 3

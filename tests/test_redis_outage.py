@@ -33,15 +33,6 @@ def gateway_on(redis: RedisServer, sim: Sim, tmp_path: Path, mode: str) -> Gatew
     return start_gateway(settings)
 
 
-def post(gw: Gateway) -> httpx.Response:
-    return httpx.post(
-        f"{gw.url}/v1/images/generations",
-        headers={"authorization": f"Bearer {KEY}"},
-        json={"model": "flux-2-pro", "prompt": "x"},
-        timeout=30,
-    )
-
-
 def metric(gw: Gateway, name: str) -> float:
     for line in httpx.get(f"{gw.url}/metrics").text.splitlines():
         if line.startswith(name):
@@ -54,16 +45,16 @@ def test_fail_closed_answers_503_then_recovers(
 ) -> None:
     gw = gateway_on(own_redis, sim, tmp_path, "fail-closed")
     try:
-        assert post(gw).status_code == 200
+        assert gw.post(KEY).status_code == 200
         own_redis.stop()
-        down = post(gw)
+        down = gw.post(KEY)
         assert down.status_code == 503
         assert down.json()["error"]["code"] == "state_unavailable"
         assert down.headers["retry-after"] == "1"
         assert len(sim.bodies()) == 1
         assert metric(gw, 'gateway_state_errors_total{mode="fail-closed"}') >= 1
         own_redis.start()
-        assert post(gw).status_code == 200
+        assert gw.post(KEY).status_code == 200
         assert len(sim.bodies()) == 2
     finally:
         gw.server.stop()
@@ -73,11 +64,11 @@ def test_fail_open_serves_and_counts(own_redis: RedisServer, sim: Sim, tmp_path:
     gw = gateway_on(own_redis, sim, tmp_path, "fail-open")
     try:
         own_redis.stop()
-        answers = [post(gw) for _ in range(3)]
+        answers = [gw.post(KEY) for _ in range(3)]
         assert [a.status_code for a in answers] == [200, 200, 200]
         assert metric(gw, 'gateway_state_errors_total{mode="fail-open"}') >= 3
         own_redis.start()
-        assert post(gw).status_code == 200
+        assert gw.post(KEY).status_code == 200
         assert len(sim.bodies()) == 4
         client = redis.Redis.from_url(own_redis.url)
         assert client.zcard("fg:rpm:t") == 1
@@ -92,12 +83,12 @@ def test_redis_restart_under_load(own_redis: RedisServer, sim: Sim, tmp_path: Pa
     statuses: list[int] = []
     try:
         with ThreadPoolExecutor(8) as pool:
-            running = [pool.submit(post, gw) for _ in range(16)]
+            running = [pool.submit(gw.post, KEY) for _ in range(16)]
             own_redis.stop()
-            running += [pool.submit(post, gw) for _ in range(16)]
+            running += [pool.submit(gw.post, KEY) for _ in range(16)]
             statuses += [f.result().status_code for f in running]
             own_redis.start()
-            statuses_after = [f.status_code for f in pool.map(lambda _: post(gw), range(8))]
+            statuses_after = [f.status_code for f in pool.map(lambda _: gw.post(KEY), range(8))]
     finally:
         gw.server.stop()
     assert set(statuses) <= {200, 503}

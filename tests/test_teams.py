@@ -42,18 +42,9 @@ def make_gateway(request: pytest.FixtureRequest, sim: Sim, tmp_path: Path) -> It
         gw.server.stop()
 
 
-def post(gw: Gateway, **body: Any) -> httpx.Response:
-    return httpx.post(
-        f"{gw.url}/v1/images/generations",
-        headers={"authorization": f"Bearer {KEY}"},
-        json={"model": "flux-2-pro", "prompt": "x", **body},
-        timeout=60,
-    )
-
-
 def test_rpm_headers_and_429(make_gateway: Make, sim: Sim) -> None:
     gw = make_gateway(rpm=3)
-    answers = [post(gw) for _ in range(4)]
+    answers = [gw.post(KEY) for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["2", "1", "0", "0"]
     assert {a.headers["x-ratelimit-limit-requests"] for a in answers} == {"3"}
@@ -69,18 +60,18 @@ def test_concurrency_cap(make_gateway: Make, sim: Sim) -> None:
     gw = make_gateway(max_concurrency=2)
     sim.faults(latency=3.0)
     with ThreadPoolExecutor(6) as pool:
-        statuses = sorted(a.status_code for a in pool.map(lambda _: post(gw), range(6)))
+        statuses = sorted(a.status_code for a in pool.map(lambda _: gw.post(KEY), range(6)))
     assert statuses == [200, 200, 429, 429, 429, 429]
     assert len(sim.bodies()) == 2
     sim.faults()
-    assert post(gw).status_code == 200
+    assert gw.post(KEY).status_code == 200
 
 
 def test_daily_images_quota_counts_only_delivered(make_gateway: Make, sim: Sim) -> None:
     gw = make_gateway(images_per_day=3)
-    assert post(gw, prompt="this is forbidden").status_code == 400
-    assert post(gw, n=2).status_code == 200
-    over = post(gw, n=2)
+    assert gw.post(KEY, prompt="this is forbidden").status_code == 400
+    assert gw.post(KEY, n=2).status_code == 200
+    over = gw.post(KEY, n=2)
     assert over.status_code == 429
     assert over.json()["error"] == {
         "message": "Your team's daily image quota is used up.",
@@ -88,16 +79,16 @@ def test_daily_images_quota_counts_only_delivered(make_gateway: Make, sim: Sim) 
         "param": None,
         "code": "insufficient_quota",
     }
-    assert post(gw, n=1).status_code == 200
-    assert post(gw, n=1).status_code == 429
+    assert gw.post(KEY, n=1).status_code == 200
+    assert gw.post(KEY, n=1).status_code == 429
 
 
 def test_budget_and_failed_jobs_cost_nothing(make_gateway: Make, sim: Sim) -> None:
     gw = make_gateway(monthly_budget_usd=0.09)
     sim.faults(fail_status=500, fail_count=1)
-    assert post(gw).status_code == 502
-    assert post(gw, n=3).status_code == 200
-    assert post(gw).json()["error"]["code"] == "insufficient_quota"
+    assert gw.post(KEY).status_code == 502
+    assert gw.post(KEY, n=3).status_code == 200
+    assert gw.post(KEY).json()["error"]["code"] == "insufficient_quota"
 
 
 def test_idempotency_key_replays_the_first_answer(make_gateway: Make, sim: Sim) -> None:

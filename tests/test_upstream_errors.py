@@ -8,17 +8,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import CLIENT_KEY, Gateway, GatewayFactory
+from tests.conftest import Gateway, GatewayFactory
 from tests.helpers import Sim
-
-
-def post(gw: Gateway, **body: Any) -> httpx.Response:
-    return httpx.post(
-        f"{gw.url}/v1/images/generations",
-        headers={"authorization": f"Bearer {CLIENT_KEY}"},
-        json={"model": "flux-2-pro", "prompt": "x", **body},
-        timeout=60,
-    )
 
 
 def submit_keys(sim: Sim) -> list[str]:
@@ -49,7 +40,7 @@ def test_upstream_500_is_not_retried_by_the_sdk(gateway: Gateway, sim: Sim) -> N
 def test_upstream_timeout_is_504_without_retry(fresh_gateway: GatewayFactory, sim: Sim) -> None:
     gw = fresh_gateway(timeout_s=0.5)
     sim.faults(hang=True)
-    response = post(gw)
+    response = gw.post()
     assert response.status_code == 504
     assert response.headers["x-should-retry"] == "false"
     assert response.json()["error"]["code"] == "upstream_timeout"
@@ -62,10 +53,10 @@ def test_rate_limited_key_cools_and_the_next_key_serves(
     first, second = sim.keys
     gw = fresh_gateway()
     sim.faults(rate_limit_keys={first: 120})
-    assert post(gw).status_code == 200
+    assert gw.post().status_code == 200
     assert submit_keys(sim) == [first, second]
     for _ in range(3):
-        assert post(gw).status_code == 200
+        assert gw.post().status_code == 200
     assert submit_keys(sim) == [first, second, second, second, second]
 
 
@@ -74,34 +65,34 @@ def test_every_key_rate_limited_is_503_with_retry_after(
 ) -> None:
     gw = fresh_gateway()
     sim.faults(rate_limit_keys={k: 30 for k in sim.keys})
-    response = post(gw)
+    response = gw.post()
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "upstream_unavailable"
     assert response.json()["error"]["type"] == "server_error"
     assert 25 <= int(response.headers["retry-after"]) <= 30
-    again = post(gw)
+    again = gw.post()
     assert again.status_code == 503
     assert len(sim.bodies()) == 2
 
 
 def test_bad_key_is_disabled_and_skipped(fresh_gateway: GatewayFactory, sim: Sim) -> None:
     gw = fresh_gateway(keys=["not-a-key", sim.keys[0]])
-    assert post(gw).status_code == 200
-    assert post(gw).status_code == 200
+    assert gw.post().status_code == 200
+    assert gw.post().status_code == 200
     assert submit_keys(sim) == ["not-a-key", sim.keys[0], sim.keys[0]]
 
 
 def test_upstream_502_moves_to_the_next_key(fresh_gateway: GatewayFactory, sim: Sim) -> None:
     gw = fresh_gateway()
     sim.faults(fail_status=502, fail_count=1)
-    assert post(gw).status_code == 200
+    assert gw.post().status_code == 200
     assert len(submit_keys(sim)) == 2
     assert len(set(submit_keys(sim))) == 2
 
 
 def test_result_download_is_retried(gateway: Gateway, sim: Sim) -> None:
     sim.faults(result_status=500, result_status_count=2)
-    response = post(gateway)
+    response = gateway.post()
     assert response.status_code == 200
     assert (
         httpx.get(response.json()["data"][0]["url"]).content
@@ -122,7 +113,7 @@ def test_unusable_result_is_502_and_not_retried(
     gateway: Gateway, sim: Sim, faults: dict[str, Any], reason: str
 ) -> None:
     sim.faults(**faults)
-    response = post(gateway)
+    response = gateway.post()
     assert response.status_code == 502
     assert response.headers["x-should-retry"] == "false"
     assert reason in response.json()["error"]["message"]
