@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 
 import orjson
 
-from gateway.errors import Conflict, InvalidRequest, ServiceUnavailable
+from gateway.errors import ApiError, Conflict, InvalidRequest, ServiceUnavailable
 from gateway.requests import ParsedRequest
-from gateway.state.base import State
+from gateway.state.base import State, StateUnavailable
+
+log = logging.getLogger("gateway.idempotency")
 
 MAX_KEY_LENGTH = 255
 FIRST_POLL_S = 0.05
@@ -70,7 +73,15 @@ class Idempotency:
             delay = min(delay * 2, MAX_POLL_S)
 
     async def finish(self, name: str, response: bytes) -> None:
-        await self.state.idem_finish(name, response)
+        """Store the answer; if the state is down the answer still goes out (and is logged)."""
+        try:
+            await self.state.idem_finish(name, response)
+        except (StateUnavailable, ApiError) as exc:
+            log.warning("idempotent answer not stored", extra={"error": str(exc)})
 
     async def drop(self, name: str) -> None:
-        await self.state.idem_drop(name)
+        """Give the key up; if the state is down the pending claim expires by itself."""
+        try:
+            await self.state.idem_drop(name)
+        except (StateUnavailable, ApiError) as exc:
+            log.warning("idempotency claim not dropped", extra={"error": str(exc)})

@@ -133,8 +133,10 @@ class KeyPool:
 
     async def release(self, lease: Lease) -> None:
         self._held.pop(lease.lease_id, None)
-        await self.state.key_release(
-            self.upstream, lease.key.fingerprint, lease.model, lease.lease_id
+        await self._quietly(
+            self.state.key_release(
+                self.upstream, lease.key.fingerprint, lease.model, lease.lease_id
+            )
         )
         async with self._freed:
             self._freed.notify_all()
@@ -167,26 +169,32 @@ class KeyPool:
         """Reset the key's streaks, with a state call only when it had any."""
         if lease.key.troubled:
             lease.key.troubled = False
-            await self._event(lease.key, "ok")
+            await self._quietly(self._event(lease.key, "ok"))
 
     async def rate_limited(self, lease: Lease, retry_after: float | None) -> None:
         lease.key.troubled = True
-        await self._event(
-            lease.key,
-            "rate_limited",
-            -1 if retry_after is None else retry_after,
-            "rate limited (429)",
-        )
+        seconds = -1 if retry_after is None else retry_after
+        await self._quietly(self._event(lease.key, "rate_limited", seconds, "rate limited (429)"))
 
     async def failed(self, lease: Lease, detail: str) -> None:
         """A failure after the job may have started: a streak of them cools the key."""
         lease.key.troubled = True
-        await self._event(lease.key, "failed", detail=detail)
+        await self._quietly(self._event(lease.key, "failed", detail=detail))
 
     async def disable(self, lease: Lease, detail: str) -> None:
         lease.key.troubled = True
         lease.key.recheck_at = time.time() + self.recheck_s
-        await self._event(lease.key, "disable", self.recheck_s, detail)
+        await self._quietly(self._event(lease.key, "disable", self.recheck_s, detail))
+
+    async def _quietly(self, call: Awaitable[object]) -> None:
+        """Bookkeeping after a job must never cost its result: a state outage is logged, and
+        the lease or key state it would have written expires or is re-learned later."""
+        try:
+            await call
+        except (StateUnavailable, ApiError) as exc:
+            log.warning(
+                "key pool bookkeeping skipped", extra={"upstream": self.upstream, "error": str(exc)}
+            )
 
     async def enable(self, fp: str) -> bool:
         for key in self.keys:

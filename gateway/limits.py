@@ -8,6 +8,7 @@ of requests still running are renewed in the background; a dead replica's expire
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from gateway.settings import TeamSettings
 from gateway.state.base import Counters, Limits, State, StateUnavailable
 
 MICROS = 1_000_000
+log = logging.getLogger("gateway.limits")
 
 
 @dataclass
@@ -97,9 +99,19 @@ class TeamLimiter:
         """Give back what was reserved but not delivered, and free the in-flight lease."""
         self._running.pop(ticket.request_id, None)
         unused = max(ticket.images - delivered, 0)
-        await self.state.settle(
-            ticket.names, ticket.request_id, unused, unused * ticket.micros_per_image
-        )
+        try:
+            await self.state.settle(
+                ticket.names, ticket.request_id, unused, unused * ticket.micros_per_image
+            )
+        except (StateUnavailable, ApiError) as exc:
+            log.warning(
+                "settlement skipped; the lease expires by itself",
+                extra={
+                    "team": ticket.team.name,
+                    "request_id": ticket.request_id,
+                    "error": str(exc),
+                },
+            )
 
     async def _renew_forever(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,3 +95,26 @@ def test_redis_restart_under_load(own_redis: RedisServer, sim: Sim, tmp_path: Pa
     assert set(statuses) <= {200, 503}
     assert 503 in statuses
     assert statuses_after == [200] * 8
+
+
+def test_redis_lost_mid_generation_keeps_the_image(
+    own_redis: RedisServer, sim: Sim, tmp_path: Path
+) -> None:
+    """Admitted with Redis up, finished with Redis down: the image still reaches the client."""
+    gw = gateway_on(own_redis, sim, tmp_path, "fail-closed")
+    sim.faults(latency=1.0)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(gw.post, KEY)
+            deadline = time.monotonic() + 20
+            while not sim.bodies() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            own_redis.stop()
+            answer = running.result()
+        assert answer.status_code == 200, answer.text
+        assert (
+            httpx.get(answer.json()["data"][0]["url"]).content
+            == httpx.get(f"{sim.url}/_sim/results/{sim.results()[0]['id']}").content
+        )
+    finally:
+        gw.server.stop()
