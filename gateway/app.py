@@ -12,9 +12,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from gateway.api import admin, files, health, images, models, openapi
+from gateway.api import admin, console, files, health, images, models, openapi
 from gateway.api.responses import error_response
 from gateway.drain import DrainGate
 from gateway.errors import ApiError, InvalidRequest, NotFound, ServerError
@@ -27,8 +27,25 @@ from gateway.settings import Settings
 log = logging.getLogger("gateway")
 
 
+async def _remember(request: Request, error: ApiError) -> None:
+    """List the error for operators: a team's request, or any server error."""
+    team = getattr(request.state, "team", None)
+    if team is None and error.status < 500:
+        return
+    gateway: Gateway = request.app.state.gateway
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    await gateway.recent_errors.record(
+        error,
+        getattr(request.state, "request_id", ""),
+        route,
+        team.name if team is not None else None,
+        getattr(request.state, "model", None),
+    )
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    await _remember(request, exc)
     return error_response(exc)
 
 
@@ -45,7 +62,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc)
-    return error_response(ServerError("The gateway failed unexpectedly; the error was logged."))
+    error = ServerError("The gateway failed unexpectedly; the error was logged.")
+    await _remember(request, error)
+    return error_response(error)
 
 
 async def _metrics(request: Request) -> Response:
@@ -101,6 +120,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
         Route(
             "/admin/upstreams/{name}/keys/{fingerprint}/enable", admin.enable_key, methods=["POST"]
         ),
+        Route("/admin/usage/series", console.usage_series, methods=["GET"]),
+        Route("/admin/errors", console.recent_errors, methods=["GET"]),
+        Route("/v1/console/images", console.team_images, methods=["GET"]),
+        Route("/v1/console/usage", console.team_usage, methods=["GET"]),
+        Route("/console", console.page, methods=["GET", "HEAD"]),
+        Mount("/console/static", app=console.assets()),
     ]
     middleware = [
         Middleware(RequestContext, metrics=gateway.metrics),

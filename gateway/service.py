@@ -19,6 +19,8 @@ from gateway.cache import CacheUnavailable, ImageMeta, ResultCache, StoredImage,
 from gateway.cache.rehost import Rehoster, RehostFailed
 from gateway.cache.retention import RetentionSweep
 from gateway.catalog import MODELS, ModelSpec
+from gateway.console.gallery import Gallery
+from gateway.console.recent import RecentErrors
 from gateway.errors import (
     ApiError,
     ConfigError,
@@ -71,12 +73,16 @@ class Gateway:
         )
         self.rehoster = Rehoster(settings.cache, self.cache, self.download_client, self.metrics)
         self.state = open_state(settings.state, self.metrics)
-        self.retention = RetentionSweep(self.cache, self.state, settings.cache, self.metrics)
+        self.gallery = Gallery(self.state, self.cache)
+        self.recent_errors = RecentErrors(self.state)
+        self.retention = RetentionSweep(
+            self.cache, self.state, settings.cache, self.metrics, on_removed=self.gallery.remove
+        )
         self.router = Router([self._route(u) for u in settings.upstreams], self.metrics)
         self.limiter = TeamLimiter(self.state, settings.prices, self.metrics)
         longest = max((u.timeout_s for u in settings.upstreams), default=300.0)
         self.idempotency = Idempotency(self.state, wait_s=longest + 120.0)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         for team in settings.teams:
             self.metrics.add_team(team.name, team.monthly_budget_usd)
 
@@ -87,6 +93,9 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._recount_forever()))
         if self.retention.enabled:
             self._tasks.append(asyncio.create_task(self.retention.run_forever()))
+        if self.settings.state.backend == "memory":
+            # Memory state starts empty: index the cache again so galleries survive a restart.
+            self._tasks.append(asyncio.create_task(self.gallery.rebuild()))
 
     async def count_cache(self) -> None:
         """`gateway_cache_objects` from the cache's own count, which also sees other writers."""
@@ -205,7 +214,9 @@ class Gateway:
             meta = ImageMeta(team.name, spec.id, request_id, outcome.upstream, seed, prompt)
             started = time.perf_counter()
             image = await self._rehost(outcome.result.url, meta)
-            return Delivered(image, outcome, seed, time.perf_counter() - started)
+            delivered = Delivered(image, outcome, seed, time.perf_counter() - started)
+            await self.gallery.add(image)
+            return delivered
 
         results = await asyncio.gather(*(job(i) for i in range(req.n)), return_exceptions=True)
         delivered = [r for r in results if isinstance(r, Delivered)]

@@ -281,6 +281,10 @@ def test_openapi_describes_the_api_from_the_request_model(make_gateway: Make) ->
         "/admin/usage",
         "/admin/upstreams",
         "/admin/upstreams/{name}/keys/{fingerprint}/enable",
+        "/admin/usage/series",
+        "/admin/errors",
+        "/v1/console/images",
+        "/v1/console/usage",
     }
     fields = set(ImageRequest.model_fields)
     generation = doc["paths"]["/v1/images/generations"]["post"]["requestBody"]["content"]

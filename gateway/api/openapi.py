@@ -43,8 +43,11 @@ def _answer(description: str, schema: Schema, *errors: int) -> Schema:
     return responses
 
 
-def _param(name: str, where: str, description: str, required: bool = True) -> Schema:
-    schema = {"type": "string", "format": "date"} if name == "since" else {"type": "string"}
+def _param(
+    name: str, where: str, description: str, required: bool = True, schema: Schema | None = None
+) -> Schema:
+    if schema is None:
+        schema = {"type": "string", "format": "date"} if name == "since" else {"type": "string"}
     return {
         "name": name,
         "in": where,
@@ -78,6 +81,66 @@ def _image_operation(operation_id: str, summary: str, body: Schema) -> Schema:
                 504,
             ),
         }
+    }
+
+
+def _integer(low: int, high: int, default: int) -> Schema:
+    return {"type": "integer", "minimum": low, "maximum": high, "default": default}
+
+
+def console_paths(admin: list[Schema]) -> Schema:
+    """The JSON the web console reads: a team's own results and usage, and operator views."""
+    return {
+        "/v1/console/images": {
+            "get": {
+                "operationId": "consoleImages",
+                "summary": "The team's results, newest first, a page at a time",
+                "parameters": [
+                    _param(
+                        "before",
+                        "query",
+                        "Only results created before this unix time (the last `next_before`)",
+                        False,
+                        {"type": "number", "minimum": 0},
+                    ),
+                    _param("limit", "query", "Results per page", False, _integer(1, 100, 24)),
+                ],
+                "responses": _answer("A page of results", ref("ConsoleImagePage"), 400, 401),
+            }
+        },
+        "/v1/console/usage": {
+            "get": {
+                "operationId": "consoleUsage",
+                "summary": "The team's use of its limits right now",
+                "responses": _answer("Usage against limits", ref("TeamUsage"), 401),
+            }
+        },
+        "/admin/usage/series": {
+            "get": {
+                "operationId": "adminUsageSeries",
+                "summary": "Per team, one value a day (zeros included), for plotting",
+                "security": admin,
+                "parameters": [
+                    _param(
+                        "days",
+                        "query",
+                        "How many UTC days up to today",
+                        False,
+                        _integer(1, 400, 30),
+                    )
+                ],
+                "responses": _answer("Daily series", ref("UsageSeries"), 400, 401),
+            }
+        },
+        "/admin/errors": {
+            "get": {
+                "operationId": "adminErrors",
+                "summary": "The latest errors answered to teams, and server errors, newest first",
+                "security": admin,
+                "parameters": [_param("limit", "query", "How many", False, _integer(1, 200, 50))],
+                "responses": _answer("Recent errors", ref("ErrorLog"), 400, 401),
+            }
+        },
     }
 
 
@@ -204,6 +267,7 @@ def paths(metrics_security: list[Schema]) -> Schema:
                 "responses": _answer("The upstream after the change", ref("Upstream"), 401, 404),
             }
         },
+        **console_paths(admin),
     }
 
 

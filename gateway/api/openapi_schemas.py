@@ -31,6 +31,87 @@ def _edit_form(request: Schema) -> Schema:
     return {"type": "object", "properties": properties, "required": request["required"]}
 
 
+def _meter(kind: str, **extra: Schema) -> Schema:
+    """Used now against the limit (null: no limit)."""
+    return _object(["used", "limit"], used={"type": kind}, limit={"type": [kind, "null"]}, **extra)
+
+
+def console_schemas() -> Schema:
+    nullable_int = {"type": ["integer", "null"]}
+    series = {"type": "array", "items": {"type": "integer"}}
+    return {
+        "ConsoleImage": _object(
+            ["id", "url", "created", "model", "size", "content_type"],
+            id={"type": "string"},
+            url={"type": "string", "format": "uri"},
+            created={"type": "number", "description": "unix time"},
+            model={"type": "string"},
+            seed=nullable_int,
+            size={"type": "integer", "description": "bytes"},
+            content_type={"enum": ["image/png", "image/jpeg", "image/webp"]},
+            request_id={"type": "string"},
+            prompt={
+                "type": ["string", "null"],
+                "description": "Only with cache.keep_prompts, and only to the team that made it",
+            },
+        ),
+        "ConsoleImagePage": _object(
+            ["data", "next_before"],
+            object={"const": "list"},
+            data={"type": "array", "items": ref("ConsoleImage")},
+            next_before={
+                "type": ["number", "null"],
+                "description": "`before` of the next page; null at the end",
+            },
+        ),
+        "TeamUsage": _object(
+            ["team", "requests_this_minute", "in_flight", "images_today", "spend_this_month_usd"],
+            team={"type": "string"},
+            models={"type": "array", "items": {"type": "string"}},
+            requests_this_minute=_meter("integer", resets_in_s={"type": "number"}),
+            in_flight=_meter("integer"),
+            images_today=_meter("integer"),
+            spend_this_month_usd=_meter("number"),
+        ),
+        "UsageSeries": _object(
+            ["days", "data"],
+            object={"const": "list"},
+            days={"type": "array", "items": {"type": "string", "format": "date"}},
+            data={
+                "type": "array",
+                "items": _object(
+                    ["team", "requests", "images", "spend_usd", "errors", "rate_limited"],
+                    team={"type": "string"},
+                    requests=series,
+                    images=series,
+                    spend_usd={"type": "array", "items": {"type": "number"}},
+                    errors=series,
+                    rate_limited=series,
+                ),
+            },
+        ),
+        "ErrorLog": _object(
+            ["data"],
+            object={"const": "list"},
+            data={
+                "type": "array",
+                "items": _object(
+                    ["time", "status", "code", "request_id", "message"],
+                    time={"type": "number", "description": "unix time"},
+                    status={"type": "integer"},
+                    type={"type": "string"},
+                    code={"type": ["string", "null"]},
+                    team={"type": ["string", "null"]},
+                    model={"type": ["string", "null"]},
+                    route={"type": "string"},
+                    request_id={"type": "string"},
+                    message={"type": "string"},
+                ),
+            },
+        ),
+    }
+
+
 def schemas() -> Schema:
     """Every schema the paths refer to, by name."""
     request = ImageRequest.model_json_schema(ref_template=REF)
@@ -118,4 +199,5 @@ def schemas() -> Schema:
             ready={"type": "boolean"},
             checks={"type": "object", "additionalProperties": {"type": "boolean"}},
         ),
+        **console_schemas(),
     }

@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter
 
@@ -29,12 +30,21 @@ LOCK = "retention"
 DAY_S = 86400.0
 DELETES_IN_FLIGHT = 8
 
+Removed = Callable[[list[StoredImage]], Awaitable[None]]
+"""Told which images a pass deleted (the console gallery drops them from its index)."""
+
 
 class RetentionSweep:
     def __init__(
-        self, cache: ResultCache, state: State, settings: CacheSettings, metrics: Metrics
+        self,
+        cache: ResultCache,
+        state: State,
+        settings: CacheSettings,
+        metrics: Metrics,
+        on_removed: Removed | None = None,
     ) -> None:
         self.cache = cache
+        self.on_removed = on_removed
         self.state = state
         self.metrics = metrics
         self.max_age_s = settings.retention_days * DAY_S
@@ -82,10 +92,14 @@ class RetentionSweep:
             self.deleted.inc()
             return True
 
-        removed = sum(await asyncio.gather(*(remove(image) for image in expired)))
+        outcomes = await asyncio.gather(*(remove(image) for image in expired))
+        removed = sum(outcomes)
         if removed:
             self.metrics.cache_objects.inc(-removed)
             log.info("retention sweep", extra={"deleted": removed, "examined": len(page)})
+            if self.on_removed is not None:
+                gone = [image for image, ok in zip(expired, outcomes, strict=True) if ok]
+                await self.on_removed(gone)
         return removed
 
     async def stop(self) -> None:

@@ -48,6 +48,17 @@ class Counters:
 
 
 @dataclass(frozen=True)
+class CounterValues:
+    """What the counters under one `Counters` hold now (read, never reserved)."""
+
+    window_requests: int
+    window_reset_s: float
+    in_flight: int
+    day_images: int
+    month_micros: int
+
+
+@dataclass(frozen=True)
 class KeyChoice:
     """`index` of the chosen key; else None, with `busy` (all at cap) or `retry_after_s`."""
 
@@ -88,6 +99,10 @@ class State(ABC):
     @abstractmethod
     async def renew(self, team: str, request_ids: list[str]) -> None:
         """Extend the in-flight leases of requests this process is still running."""
+
+    @abstractmethod
+    async def counters_read(self, names: Counters) -> CounterValues:
+        """The live values `admit` checks, without admitting anything (for the console)."""
 
     @abstractmethod
     async def key_acquire(
@@ -131,6 +146,27 @@ class State(ABC):
     @abstractmethod
     async def usage_get(self, team: str, days: list[str]) -> dict[str, dict[str, int]]:
         """Usage counters of a team per day, for the days asked (missing days absent)."""
+
+    @abstractmethod
+    async def index_add(self, name: str, member: str, score: float) -> None:
+        """Put `member` into the ordered index `name` (a gallery: image id by created time)."""
+
+    @abstractmethod
+    async def index_page(
+        self, name: str, before: float | None, limit: int
+    ) -> list[tuple[str, float]]:
+        """Up to `limit` (member, score) pairs scored below `before` (None: all), highest first."""
+
+    @abstractmethod
+    async def index_remove(self, name: str, members: list[str]) -> None: ...
+
+    @abstractmethod
+    async def list_push(self, name: str, item: bytes, keep: int) -> None:
+        """Prepend `item` to the capped list `name`, which keeps only its newest `keep` items."""
+
+    @abstractmethod
+    async def list_read(self, name: str, limit: int) -> list[bytes]:
+        """The newest `limit` items of a capped list, newest first."""
 
     @abstractmethod
     async def lock(self, name: str, owner: str, ttl_s: float) -> bool:

@@ -59,6 +59,9 @@ class GuardedState(State):
     async def renew(self, *args: Any, **kwargs: Any) -> Any:
         return await self._guard("renew", *args, **kwargs)
 
+    async def counters_read(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._guard("counters_read", *args, **kwargs)
+
     async def key_acquire(self, *args: Any, **kwargs: Any) -> Any:
         return await self._guard("key_acquire", *args, **kwargs)
 
@@ -91,6 +94,21 @@ class GuardedState(State):
 
     async def usage_get(self, *args: Any, **kwargs: Any) -> Any:
         return await self._guard("usage_get", *args, **kwargs)
+
+    async def index_add(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._guard("index_add", *args, **kwargs)
+
+    async def index_page(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._guard("index_page", *args, **kwargs)
+
+    async def index_remove(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._guard("index_remove", *args, **kwargs)
+
+    async def list_push(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._guard("list_push", *args, **kwargs)
+
+    async def list_read(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._guard("list_read", *args, **kwargs)
 
     async def lock(self, *args: Any, **kwargs: Any) -> Any:
         return await self._guard("lock", *args, **kwargs)

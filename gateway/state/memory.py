@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import defaultdict, deque
 
@@ -12,6 +13,7 @@ from gateway.state.base import (
     STREAK_LIMIT,
     Admission,
     Counters,
+    CounterValues,
     IdemRecord,
     KeyChoice,
     KeyStatus,
@@ -40,6 +42,8 @@ class MemoryState(State):
         self._idem: dict[str, tuple[IdemRecord, float]] = {}
         self._usage: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
         self._locks: dict[str, tuple[str, float]] = {}
+        self._indexes: dict[str, SortedIndex] = defaultdict(SortedIndex)
+        self._lists: dict[str, deque[bytes]] = {}
 
     async def admit(
         self, names: Counters, request_id: str, limits: Limits, images: int, cost_micros: int
@@ -85,6 +89,17 @@ class MemoryState(State):
         for request_id in request_ids:
             if request_id in leases:
                 leases[request_id] = until
+
+    async def counters_read(self, names: Counters) -> CounterValues:
+        now = time.time()
+        window = [t for t in self._windows.get(names.team, ()) if t > now - WINDOW_S]
+        return CounterValues(
+            len(window),
+            window[0] + WINDOW_S - now if window else 0.0,
+            len(_expire(self._inflight[names.team], now)),
+            self._counters.get(f"{names.team}:{names.day}", 0),
+            self._counters.get(f"{names.team}:{names.month}", 0),
+        )
 
     def _key_state(self, pool: str, key: str) -> dict[str, float | str]:
         return self._keys[f"{pool}:{key}"]
@@ -198,6 +213,30 @@ class MemoryState(State):
         stored = self._usage.get(team, {})
         return {day: dict(stored[day]) for day in days if day in stored}
 
+    async def index_add(self, name: str, member: str, score: float) -> None:
+        self._indexes[name].add(member, score)
+
+    async def index_page(
+        self, name: str, before: float | None, limit: int
+    ) -> list[tuple[str, float]]:
+        index = self._indexes.get(name)
+        return index.page(before, limit) if index is not None else []
+
+    async def index_remove(self, name: str, members: list[str]) -> None:
+        index = self._indexes.get(name)
+        if index is not None:
+            for member in members:
+                index.remove(member)
+
+    async def list_push(self, name: str, item: bytes, keep: int) -> None:
+        items = self._lists.get(name)
+        if items is None or items.maxlen != keep:
+            items = self._lists[name] = deque(items or (), maxlen=keep)
+        items.appendleft(item)
+
+    async def list_read(self, name: str, limit: int) -> list[bytes]:
+        return list(self._lists.get(name, ()))[:limit]
+
     async def lock(self, name: str, owner: str, ttl_s: float) -> bool:
         now = time.time()
         held = self._locks.get(name)
@@ -212,3 +251,26 @@ class MemoryState(State):
 
     async def ping(self) -> bool:
         return True
+
+
+class SortedIndex:
+    """Members kept in score order, so a page is one bisection and a slice."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[float, str]] = []
+        self._scores: dict[str, float] = {}
+
+    def add(self, member: str, score: float) -> None:
+        self.remove(member)
+        self._scores[member] = score
+        bisect.insort(self._entries, (score, member))
+
+    def remove(self, member: str) -> None:
+        score = self._scores.pop(member, None)
+        if score is not None:
+            del self._entries[bisect.bisect_left(self._entries, (score, member))]
+
+    def page(self, before: float | None, limit: int) -> list[tuple[str, float]]:
+        end = len(self._entries) if before is None else bisect.bisect_left(self._entries, (before,))
+        chosen = self._entries[max(0, end - limit) : end]
+        return [(member, score) for score, member in reversed(chosen)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -25,6 +25,7 @@ from gateway.state.base import (
     USAGE_TTL_S,
     Admission,
     Counters,
+    CounterValues,
     IdemRecord,
     KeyChoice,
     KeyStatus,
@@ -37,6 +38,8 @@ PREFIX = "fg:"
 DAY_TTL_S = 2 * 86400
 MONTH_TTL_S = 40 * 86400
 T = TypeVar("T")
+Pairs = list[tuple[bytes, float]]
+"""A sorted-set range with scores, as Redis returns it without decoding."""
 
 
 def _script(name: str) -> str:
@@ -64,6 +67,7 @@ class RedisState(State):
         self._idem_begin = self.redis.register_script(_script("idem_begin"))
         self._lock = self.redis.register_script(_script("lock"))
         self._unlock = self.redis.register_script(_script("unlock"))
+        self._counters_read = self.redis.register_script(_script("counters_read"))
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -113,6 +117,14 @@ class RedisState(State):
 
     async def renew(self, team: str, request_ids: list[str]) -> None:
         await self._renew(f"{PREFIX}inflight:{team}", request_ids)
+
+    async def counters_read(self, names: Counters) -> CounterValues:
+        window, reset_ms, inflight, images, micros = await self._call(
+            lambda: self._counters_read(keys=self._team_keys(names))
+        )
+        return CounterValues(
+            int(window), int(reset_ms) / 1000, int(inflight), int(images), int(micros)
+        )
 
     async def _renew(self, name: str, ids: list[str]) -> None:
         if not ids:
@@ -225,6 +237,39 @@ class RedisState(State):
             for day, reply in zip(days, replies, strict=True)
             if reply
         }
+
+    async def index_add(self, name: str, member: str, score: float) -> None:
+        await self._call(lambda: self.redis.zadd(f"{PREFIX}index:{name}", {member: score}))
+
+    async def index_page(
+        self, name: str, before: float | None, limit: int
+    ) -> list[tuple[str, float]]:
+        high = "+inf" if before is None else f"({before!r}"
+        found = await self._call(
+            lambda: self.redis.zrevrangebyscore(
+                f"{PREFIX}index:{name}", high, "-inf", start=0, num=limit, withscores=True
+            )
+        )
+        return [(member.decode(), float(score)) for member, score in cast(Pairs, found)]
+
+    async def index_remove(self, name: str, members: list[str]) -> None:
+        if members:
+            await self._call(lambda: self.redis.zrem(f"{PREFIX}index:{name}", *members))
+
+    async def list_push(self, name: str, item: bytes, keep: int) -> None:
+        key = f"{PREFIX}list:{name}"
+
+        async def run() -> Any:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lpush(key, item)
+                pipe.ltrim(key, 0, keep - 1)
+                return await pipe.execute()
+
+        await self._call(run)
+
+    async def list_read(self, name: str, limit: int) -> list[bytes]:
+        found = await self._call(lambda: self.redis.lrange(f"{PREFIX}list:{name}", 0, limit - 1))
+        return list(cast(list[bytes], found))
 
     async def lock(self, name: str, owner: str, ttl_s: float) -> bool:
         held = await self._call(
