@@ -64,6 +64,8 @@ or with curl:
        -H "Content-Type: application/json" \\
        -d '{{"model": "flux-2-pro", "prompt": "a lighthouse at dusk"}}'
 
+Web console: {base_url}/console (sign in with the OPENAI_API_KEY above).
+
 Press Ctrl+C to stop."""
 
 
