@@ -142,3 +142,27 @@ def fresh_gateway(sim: Sim, tmp_path: Path) -> Iterator[GatewayFactory]:
     yield make
     for gw in started:
         gw.server.stop()
+
+
+Launch = Callable[[Settings], Gateway]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def launch(request: pytest.FixtureRequest) -> Iterator[Launch]:
+    """Start gateways on each state backend (Redis flushed once per test); stop them after."""
+    started: list[Gateway] = []
+
+    def start(settings: Settings) -> Gateway:
+        if request.param == "redis":
+            redis: RedisServer = request.getfixturevalue("redis_server")
+            if not started:
+                redis.flush()
+            settings.state.backend = "redis"
+            settings.state.redis_url = redis.url
+        gw = start_gateway(settings)
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.server.stop()

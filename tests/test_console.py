@@ -4,9 +4,10 @@ against limits, usage series and recent errors for operators, on memory and Redi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from gateway.settings import CacheSettings
 from gateway.state.base import Counters, Limits, State
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
-from tests.conftest import Gateway, gateway_settings, start_gateway
+from tests.conftest import Gateway, Launch, gateway_settings
 from tests.helpers import RedisServer, Sim, image_bytes
 from tests.test_cache import backdate, chunked
 
@@ -38,15 +39,15 @@ def auth(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_gateway(request: pytest.FixtureRequest, sim: Sim, tmp_path: Path) -> Iterator[Make]:
+@pytest.fixture
+def make_gateway(launch: Launch, sim: Sim, tmp_path: Path) -> Make:
     """Gateways with teams alpha (limited) and beta and an admin key, on each state backend."""
-    started: list[Gateway] = []
+    serial = itertools.count()
 
     def make(cache_dir: Path | None = None, **cache: Any) -> Gateway:
         settings = gateway_settings(
             sim,
-            cache_dir or tmp_path / f"cache{len(started)}",
+            cache_dir or tmp_path / f"cache{next(serial)}",
             teams=[
                 {
                     "name": "alpha",
@@ -62,19 +63,9 @@ def make_gateway(request: pytest.FixtureRequest, sim: Sim, tmp_path: Path) -> It
         )
         for name, value in cache.items():
             setattr(settings.cache, name, value)
-        if request.param == "redis":
-            redis: RedisServer = request.getfixturevalue("redis_server")
-            if not started:
-                redis.flush()
-            settings.state.backend = "redis"
-            settings.state.redis_url = redis.url
-        gw = start_gateway(settings)
-        started.append(gw)
-        return gw
+        return launch(settings)
 
-    yield make
-    for gw in started:
-        gw.server.stop()
+    return make
 
 
 def generate(gw: Gateway, key: str, **body: Any) -> httpx.Response:

@@ -4,10 +4,11 @@ the OpenAPI description, multiprocess metrics, and no secret anywhere they can l
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from starlette.applications import Starlette
 
 from gateway.keys import fingerprint, hash_key
 from gateway.requests import ImageRequest
-from tests.conftest import Gateway, gateway_settings, start_gateway
+from tests.conftest import Gateway, Launch, gateway_settings, start_gateway
 from tests.helpers import (
     RedisServer,
     Sim,
@@ -44,31 +45,22 @@ def teams(**alpha: Any) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_gateway(request: pytest.FixtureRequest, sim: Sim, tmp_path: Path) -> Iterator[Make]:
+@pytest.fixture
+def make_gateway(launch: Launch, sim: Sim, tmp_path: Path) -> Make:
     """Gateways with two teams and an admin key, on each state backend."""
-    started: list[Gateway] = []
+    serial = itertools.count()
 
     def make(keys: list[str] | None = None, **alpha: Any) -> Gateway:
         settings = gateway_settings(
             sim,
-            tmp_path / f"cache{len(started)}",
+            tmp_path / f"cache{next(serial)}",
             teams=teams(**alpha),
             admin={"key_hashes": [hash_key(ADMIN_KEY)]},
         )
         settings.upstreams[0].keys = keys if keys is not None else list(sim.keys)
-        if request.param == "redis":
-            redis: RedisServer = request.getfixturevalue("redis_server")
-            redis.flush()
-            settings.state.backend = "redis"
-            settings.state.redis_url = redis.url
-        gw = start_gateway(settings)
-        started.append(gw)
-        return gw
+        return launch(settings)
 
-    yield make
-    for gw in started:
-        gw.server.stop()
+    return make
 
 
 def post(gw: Gateway, key: str, **body: Any) -> httpx.Response:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -11,35 +12,26 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Gateway, gateway_settings, start_gateway
-from tests.helpers import RedisServer, Sim
+from tests.conftest import Gateway, Launch, gateway_settings
+from tests.helpers import Sim
 
 KEY = "sk-test-limits-0123456789"
 Make = Callable[..., Gateway]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_gateway(request: pytest.FixtureRequest, sim: Sim, tmp_path: Path) -> Iterator[Make]:
-    started: list[Gateway] = []
+@pytest.fixture
+def make_gateway(launch: Launch, sim: Sim, tmp_path: Path) -> Make:
+    serial = itertools.count()
 
     def make(**team: Any) -> Gateway:
         settings = gateway_settings(
             sim,
-            tmp_path / f"cache{len(started)}",
+            tmp_path / f"cache{next(serial)}",
             teams=[{"name": "limited", "keys": [KEY], **team}],
         )
-        if request.param == "redis":
-            redis: RedisServer = request.getfixturevalue("redis_server")
-            redis.flush()
-            settings.state.backend = "redis"
-            settings.state.redis_url = redis.url
-        gw = start_gateway(settings)
-        started.append(gw)
-        return gw
+        return launch(settings)
 
-    yield make
-    for gw in started:
-        gw.server.stop()
+    return make
 
 
 def test_rpm_headers_and_429(make_gateway: Make, sim: Sim) -> None:
