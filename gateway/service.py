@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from gateway.cache import CacheUnavailable, ImageMeta, ResultCache, StoredImage, open_cache
 from gateway.cache.rehost import Rehoster, RehostFailed
 from gateway.cache.retention import RetentionSweep
@@ -67,11 +65,7 @@ class Gateway:
         self.teams = {team.name: team for team in settings.teams}
         self.client_keys = KeyRing(_team_hashes(settings.teams))
         self.cache: ResultCache = open_cache(settings.cache)
-        self.download_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.cache.download_timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        )
-        self.rehoster = Rehoster(settings.cache, self.cache, self.download_client, self.metrics)
+        self.rehoster = Rehoster(settings.cache, self.cache, self.metrics)
         self.state = open_state(settings.state, self.metrics)
         self.gallery = Gallery(self.state, self.cache)
         self.recent_errors = RecentErrors(self.state)
@@ -138,7 +132,7 @@ class Gateway:
         await self.limiter.stop()
         await self.retention.stop()
         await self.state.aclose()
-        await self.download_client.aclose()
+        await self.rehoster.aclose()
         for route in self.router.routes:
             await route.upstream.aclose()
 

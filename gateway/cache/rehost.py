@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from gateway import media
 from gateway.cache.base import CacheUnavailable, ImageMeta, ResultCache, StoredImage
@@ -24,6 +24,8 @@ from gateway.settings import CacheSettings
 
 LINK_LIFETIME_S = 600.0
 MAX_BACKOFF_S = 8.0
+CONNECT_TIMEOUT_S = 10.0
+READ_BUFFER = 1024 * 1024
 
 
 class RehostFailed(Exception):
@@ -34,16 +36,10 @@ class RehostFailed(Exception):
 
 
 class Rehoster:
-    def __init__(
-        self,
-        settings: CacheSettings,
-        cache: ResultCache,
-        client: httpx.AsyncClient,
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, settings: CacheSettings, cache: ResultCache, metrics: Metrics) -> None:
         self.settings = settings
         self.cache = cache
-        self.client = client
+        self._session: aiohttp.ClientSession | None = None
         self.metrics = metrics
         self.max_bytes = int(settings.max_result_mb * 1024 * 1024)
         self._downloads = asyncio.Semaphore(settings.download_concurrency)
@@ -86,21 +82,34 @@ class Rehoster:
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
+    def _client(self) -> aiohttp.ClientSession:
+        """One pooled session for all downloads, made on first use inside the running loop."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(
+                    total=self.settings.download_timeout_s, sock_connect=CONNECT_TIMEOUT_S
+                ),
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                read_bufsize=READ_BUFFER,
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
     async def _download(self, url: str, meta: ImageMeta) -> StoredImage:
         try:
-            async with self.client.stream("GET", url) as response:
-                if response.status_code in (401, 403, 404, 410):
-                    raise RehostFailed(
-                        "expired", f"result link answered {response.status_code}", False
-                    )
-                if response.status_code != 200:
-                    raise RehostFailed(
-                        "status", f"result link answered {response.status_code}", True
-                    )
-                length = response.headers.get("content-length")
-                if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            async with self._client().get(url, allow_redirects=False) as response:
+                if response.status in (401, 403, 404, 410):
+                    raise RehostFailed("expired", f"result link answered {response.status}", False)
+                if response.status != 200:
+                    raise RehostFailed("status", f"result link answered {response.status}", True)
+                length = response.content_length
+                if length is not None and length > self.max_bytes:
                     raise RehostFailed("too_large", "result is larger than max_result_mb", False)
-                chunks = response.aiter_bytes()
+                chunks = response.content.iter_chunked(READ_BUFFER)
                 head = await _first_bytes(chunks)
                 content_type = media.sniff(head)
                 if content_type is None:
@@ -108,7 +117,7 @@ class Rehoster:
                         "not_image", "result is not a PNG, JPEG or WebP image", False
                     )
                 image = await self.cache.store(self._capped(head, chunks), content_type, meta)
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise RehostFailed("network", f"download failed ({type(exc).__name__})", True) from exc
         except CacheUnavailable as exc:
             raise RehostFailed(
