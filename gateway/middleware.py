@@ -92,12 +92,15 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _route_template(scope: Scope) -> str:
-    app = scope.get("app")
-    for route in getattr(app, "routes", []):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+    """The matched route's path template: the router leaves it in the scope; only requests
+    refused before routing (401, 413, draining) are matched here."""
+    route = scope.get("route")
+    if route is None:
+        for candidate in getattr(scope.get("app"), "routes", []):
+            if candidate.matches(scope)[0] == Match.FULL:
+                route = candidate
+                break
+    return str(getattr(route, "path", "unmatched"))
 
 
 class BodyLimit:
