@@ -22,15 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from gateway.keys import hash_key
-from tests.helpers import free_port, wait_http
+from tests.helpers import free_port, running
 
+QUIET = subprocess.DEVNULL
 KEY = "sk-bench-0123456789"
 SIM_KEYS = [f"bench-key-{i}" for i in range(8)]
 BODY = {"model": "flux-2-pro", "prompt": "a lighthouse at dusk", "seed": 1}
@@ -45,20 +44,6 @@ wrk.headers["Authorization"] = "Bearer {key}"
 
 def pinned(core: int, argv: list[str]) -> list[str]:
     return (["taskset", "-c", str(core)] if shutil.which("taskset") else []) + argv
-
-
-@contextmanager
-def process(argv: list[str], url: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(url, proc)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def gateway_config(folder: Path, port: int, sim_port: int) -> Path:
@@ -202,7 +187,10 @@ def main() -> None:
                 str(gateway_config(folder, port, sim_port)),
             ],
         )
-        with process(sim_cmd, f"{sim_url}/_sim/stats"), process(gw_cmd, f"{gw_url}/healthz") as gw:
+        with (
+            running(sim_cmd, f"{sim_url}/_sim/stats", output=QUIET),
+            running(gw_cmd, f"{gw_url}/healthz", output=QUIET) as gw,
+        ):
             result_url = httpx.post(
                 f"{sim_url}/v1/images/generations",
                 json=BODY,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 import os
 import socket
 import subprocess
@@ -20,6 +21,8 @@ from typing import Any
 import httpx
 import uvicorn
 from PIL import Image
+
+from gateway.logs import JsonFormatter
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -134,28 +137,15 @@ def write_config(path: Path, text: str) -> Path:
 
 
 @contextmanager
-def gateway_process(
-    config: Path, port: int, env: dict[str, str] | None = None
+def running(
+    argv: list[str], url: str, env: dict[str, str] | None = None, output: int | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`flux-gateway serve --config …` as a real process, stopped with SIGTERM at the end
-    (no drain grace unless `env` sets one: no load balancer needs to notice here)."""
+    """A process that is up once `url` answers, stopped with SIGTERM (then SIGKILL) at the end."""
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-        ],
-        env={**os.environ, "GATEWAY_SERVER__DRAIN_GRACE_S": "0", **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        argv, env={**os.environ, **(env or {})}, stdout=output, stderr=subprocess.STDOUT
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        wait_http(url, process)
         yield process
     finally:
         process.terminate()
@@ -164,6 +154,30 @@ def gateway_process(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def gateway_process(
+    config: Path, port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`flux-gateway serve --config …` as a real process (no drain grace unless asked)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+    ]
+    with running(
+        argv,
+        f"http://127.0.0.1:{port}/healthz",
+        {"GATEWAY_SERVER__DRAIN_GRACE_S": "0", **(env or {})},
+        subprocess.PIPE,
+    ) as process:
+        yield process
 
 
 def redis_server_binary() -> str:
@@ -229,3 +243,30 @@ class RedisServer:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
             sock.sendall(b"FLUSHALL\r\n")
             sock.recv(16)
+
+
+class LogLines(logging.Handler):
+    """The gateway's log output, formatted as it is written in production."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def captured_logs() -> Iterator[LogLines]:
+    """Everything the in-process gateway logs, at debug level, while the block runs."""
+    handler = LogLines()
+    logger = logging.getLogger("gateway")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

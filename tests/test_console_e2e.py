@@ -9,7 +9,6 @@ page requests, in what the gateway serves to the page, or in the gateway's logs.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 from collections.abc import Iterator
@@ -21,11 +20,10 @@ import httpx
 import pytest
 
 from gateway.keys import fingerprint, hash_key
-from gateway.logs import JsonFormatter
 from gateway.service import Gateway as Runtime
 from gateway.usage import DAY_FORMAT
 from tests.conftest import Gateway, gateway_settings, start_gateway
-from tests.helpers import Sim, data_url, image_bytes
+from tests.helpers import LogLines, Sim, captured_logs, data_url, image_bytes
 
 if os.environ.get("CI") == "true":
     from playwright import sync_api
@@ -70,28 +68,10 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-class LogLines(logging.Handler):
-    """The gateway's log output, formatted as it is written in production."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
 @pytest.fixture(scope="module")
 def logs() -> Iterator[LogLines]:
-    handler = LogLines()
-    logger = logging.getLogger("gateway")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with captured_logs() as handler:
+        yield handler
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ console errors. Missing firefox-esr or node skips the test locally and fails it 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -17,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.logs import JsonFormatter
 from tests.conftest import CLIENT_KEY, Gateway, gateway_settings, start_gateway
-from tests.helpers import Sim
+from tests.helpers import LogLines, Sim, captured_logs
 
 FIREFOX = Path("/usr/bin/firefox-esr")
 DRIVER = Path(__file__).resolve().parent / "firefox"
@@ -37,28 +35,10 @@ def node_tools() -> tuple[str, str]:
     pytest.skip(message)
 
 
-class LogLines(logging.Handler):
-    """The gateway's log output, formatted as it is written in production."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
 @pytest.fixture
 def logs() -> Iterator[LogLines]:
-    handler = LogLines()
-    logger = logging.getLogger("gateway")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with captured_logs() as handler:
+        yield handler
 
 
 @pytest.fixture
