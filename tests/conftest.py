@@ -125,6 +125,7 @@ def fresh_gateway(sim: Sim, tmp_path: Path) -> Iterator[GatewayFactory]:
         keys: list[str] | None = None,
         *,
         upstreams: list[UpstreamConfig] | None = None,
+        cache: dict[str, Any] | None = None,
         **upstream: Any,
     ) -> Gateway:
         cache_dir = tmp_path / f"cache{len(started)}"
@@ -135,6 +136,8 @@ def fresh_gateway(sim: Sim, tmp_path: Path) -> Iterator[GatewayFactory]:
             settings.upstreams[0].keys = keys if keys is not None else list(sim.keys)
             for name, value in upstream.items():
                 setattr(settings.upstreams[0], name, value)
+        for name, value in (cache or {}).items():
+            setattr(settings.cache, name, value)
         gw = start_gateway(settings)
         started.append(gw)
         return gw

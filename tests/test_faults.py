@@ -22,10 +22,7 @@ def fetched(sim: Sim) -> bytes:
 @pytest.fixture
 def quick(fresh_gateway: GatewayFactory) -> Gateway:
     """A gateway that retries result downloads three times, 10 ms apart."""
-    gw = fresh_gateway()
-    gw.settings.cache.download_attempts = 3
-    gw.settings.cache.download_backoff_s = 0.01
-    return gw
+    return fresh_gateway(cache={"download_attempts": 3, "download_backoff_s": 0.01})
 
 
 def test_rate_limit_storm_cools_keys_instead_of_hammering(
