@@ -108,3 +108,27 @@ def test_job_that_may_have_been_charged_is_not_sent_to_the_next_upstream(
     assert caught.value.status_code == 502
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert upstream_posts(sim) == [(AGGREGATOR_PATH, sim.keys[0])]
+
+
+@pytest.mark.parametrize("first", ["aggregator", "bfl"])
+def test_answer_cut_off_after_the_job_was_accepted_is_never_sent_again(
+    fresh_gateway: GatewayFactory, sim: Sim, first: str
+) -> None:
+    """The connection drops halfway through the upstream's answer: the job exists upstream
+    and may be charged, so the client gets a 502 and no other key or upstream sees it."""
+    priorities = (1, 2) if first == "aggregator" else (2, 1)
+    gw = fresh_gateway(upstreams=[aggregator(sim, priorities[0]), bfl(sim, priorities[1])])
+    sim.faults(answer_cut_off=True)
+    with pytest.raises(openai.InternalServerError) as caught:
+        gw.client(retries=2).images.generate(model="flux-2-pro", prompt="pay once")
+    assert caught.value.status_code == 502
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    expected = (
+        (AGGREGATOR_PATH, sim.keys[0])
+        if first == "aggregator"
+        else (
+            "/v1/flux-2-pro",
+            sim.keys[1],
+        )
+    )
+    assert upstream_posts(sim) == [expected]

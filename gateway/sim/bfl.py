@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.sim.bfl_schema import COSTS, KONTEXT_MAX_ACTIVE, SCHEMAS
-from gateway.sim.faults import Rejection, submit_rejection
+from gateway.sim.faults import Rejection, answered, submit_rejection
 from gateway.sim.inbound import receive, sim_state
 from gateway.sim.references import collect
 from gateway.sim.render import RenderSpec, input_megapixels, output_size
@@ -121,14 +121,15 @@ async def _create_job(
         ready_at=now + state.ready_after,
     )
     state.add_job(job)
-    return JSONResponse(
+    return answered(
+        state,
         {
             "id": job_id,
             "polling_url": f"{request.base_url}v1/get_result?id={job_id}",
             "cost": job.cost,
             "input_mp": round(await input_megapixels(references), 4),
             "output_mp": round(width * height / 1_000_000, 4),
-        }
+        },
     )
 
 

@@ -56,3 +56,4 @@ class Faults(BaseModel):
     result_url_ttl: float | None = Field(default=None, ge=0)
     result_host: str | None = None
     hang: bool = False
+    answer_cut_off: bool = False

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from gateway.sim.state import SimState
 
@@ -40,3 +42,19 @@ async def submit_rejection(request: Request, state: SimState, key: str) -> Rejec
     if status is not None:
         return Rejection(status, "failure")
     return None
+
+
+class CutOff(JSONResponse):
+    """An accepted job whose answer breaks off halfway: the connection drops after half the
+    declared body, like an upstream that charged the job and then lost the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        half = self.body[: len(self.body) // 2]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+
+
+def answered(state: SimState, content: object) -> JSONResponse:
+    """The answer to an accepted job, cut off when the `answer_cut_off` fault is on."""
+    return CutOff(content) if state.faults.answer_cut_off else JSONResponse(content)

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.sim.faults import Rejection, submit_rejection
+from gateway.sim.faults import Rejection, answered, submit_rejection
 from gateway.sim.inbound import bearer_key, receive, sim_state
 from gateway.sim.references import Reference, image_fields, parse_reference
 from gateway.sim.render import RenderSpec, output_size, parse_ratio
@@ -185,7 +185,7 @@ async def _generate(
     result_id = uuid.uuid4().hex
     state.store_result(result_id, await state.render(spec))
     url = result_link(request, state, result_id)
-    return JSONResponse({"created": int(time.time()), "data": [{"url": url}]})
+    return answered(state, {"created": int(time.time()), "data": [{"url": url}]})
 
 
 routes = [Route("/v1/images/generations", generations, methods=["POST"])]

@@ -9,6 +9,7 @@ from gateway.settings import UpstreamSettings
 from gateway.upstreams.base import Upstream, UpstreamResult
 from gateway.upstreams.bfl import BflUpstream
 from gateway.upstreams.openai_images import OpenAIImagesUpstream
+from gateway.upstreams.transport import AiohttpTransport
 
 __all__ = ["Upstream", "UpstreamResult", "build_upstream"]
 
@@ -24,6 +25,7 @@ def build_upstream(settings: UpstreamSettings) -> Upstream:
     except KeyError:
         raise ConfigError(f"upstream {settings.name!r}: unknown kind {settings.kind!r}") from None
     timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-    client = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    client = httpx.AsyncClient(
+        timeout=timeout, transport=AiohttpTransport(), follow_redirects=False, trust_env=False
+    )
     return cls(settings, client)

@@ -1,0 +1,104 @@
+"""The network under each upstream's `httpx.AsyncClient`: one pooled aiohttp session.
+
+httpx's own pool (httpcore) looks at every pooled connection, with a readability syscall
+each, whenever a request starts or ends, so its cost per request grows with the number of
+jobs in flight; at a few thousand held connections it no longer keeps up (bench/load.py and
+the profile in the README). aiohttp's connector hands out an idle connection in constant
+time and parses with its C parser. The upstream code keeps speaking httpx; only the
+transport changes.
+
+Failures are mapped onto httpx's exceptions with one rule that matters for billing: only a
+failure to connect means the job was certainly not sent (`ConnectError`, `ConnectTimeout`).
+Everything after the connection exists is a read-side error, because the upstream may have
+accepted and charged the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import httpx
+
+READ_BUFFER = 256 * 1024
+
+
+@contextlib.contextmanager
+def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx.ConnectTimeout(str(exc), request=request) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx.ConnectError(str(exc), request=request) from exc
+    except (aiohttp.SocketTimeoutError, TimeoutError) as exc:
+        raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors(self._request):
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport over one aiohttp session, made on first use inside the running loop."""
+
+    def __init__(self, keepalive_s: float = 30.0) -> None:
+        self._keepalive_s = keepalive_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive_s),
+                auto_decompress=False,
+                read_bufsize=READ_BUFFER,
+                trust_env=True,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        body = await request.aread()
+        with _as_httpx_errors(request):
+            response = await self._client().request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=body or None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                    connect=timeout.get("pool"),
+                ),
+            )
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_Body(response, request),
+            request=request,
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (response.reason or "").encode(),
+            },
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
