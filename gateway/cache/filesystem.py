@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import anyio
 import orjson
@@ -26,6 +26,7 @@ from gateway.cache.base import (
     new_image_id,
     valid_id,
 )
+from gateway.cache.direct import NewFile
 
 SPILL_AT = 2 * 1024 * 1024
 READ_CHUNK = 256 * 1024
@@ -39,17 +40,15 @@ class _Writer:
         self.meta_path = meta_path
         self.tmp = data_path.with_name(f".{data_path.name}.part")
         self.digest = hashlib.sha256()
-        self.size = 0
-        self.out: BinaryIO | None = None
+        self.out: NewFile | None = None
 
     def write(self, parts: list[bytes]) -> None:
         if self.out is None:
             self.data_path.parent.mkdir(parents=True, exist_ok=True)
-            self.out = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit or discard
+            self.out = NewFile(str(self.tmp))
         for part in parts:
             self.digest.update(part)
             self.out.write(part)
-            self.size += len(part)
 
     def commit(self, parts: list[bytes], record: dict[str, Any]) -> StoredImage:
         self.write(parts)
@@ -57,14 +56,19 @@ class _Writer:
         self.out.close()
         os.replace(self.tmp, self.data_path)
         image = StoredImage.from_json(
-            {**record, "size": self.size, "sha256": self.digest.hexdigest(), "created": time.time()}
+            {
+                **record,
+                "size": self.out.size,
+                "sha256": self.digest.hexdigest(),
+                "created": time.time(),
+            }
         )
         _write_atomically(self.meta_path, orjson.dumps(image.to_json()))
         return image
 
     def discard(self) -> None:
         if self.out is not None:
-            self.out.close()
+            self.out.abandon()
         self.tmp.unlink(missing_ok=True)
 
 
