@@ -17,19 +17,23 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from gateway.keys import hash_key
 from tests.helpers import free_port, running
 
 QUIET = subprocess.DEVNULL
+INFLIGHT_TIMEOUT_S = 300
 KEY = "sk-bench-0123456789"
 SIM_KEYS = [f"bench-key-{i}" for i in range(8)]
 BODY = {"model": "flux-2-pro", "prompt": "a lighthouse at dusk", "seed": 1}
@@ -123,25 +127,39 @@ def wrk(url: str, script: str, connections: int, duration: int) -> dict[str, flo
     return result
 
 
-async def inflight(url: str, count: int) -> tuple[float, int]:
-    """`count` requests at once behind a slow upstream: wall time and failures."""
-    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
-    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+async def inflight(url: str, count: int) -> tuple[float, Counter[str]]:
+    """`count` requests at once behind a slow upstream: wall time and failures by kind.
+
+    The client is aiohttp (no per-request pool scan), one connection per request.
+    """
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=INFLIGHT_TIMEOUT_S)
+    headers = {"authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one() -> int:
+            async with session.post(
+                f"{url}/v1/images/generations", json=BODY, headers=headers
+            ) as response:
+                await response.read()
+                return response.status
+
         started = time.perf_counter()
-        answers = await asyncio.gather(
-            *(
-                client.post(
-                    f"{url}/v1/images/generations",
-                    json=BODY,
-                    headers={"authorization": f"Bearer {KEY}"},
-                )
-                for _ in range(count)
-            ),
-            return_exceptions=True,
-        )
+        answers = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
         wall = time.perf_counter() - started
-    failures = sum(1 for a in answers if not isinstance(a, httpx.Response) or a.status_code != 200)
+    failures = Counter(
+        f"HTTP {a}" if isinstance(a, int) else type(a).__name__ for a in answers if a != 200
+    )
     return wall, failures
+
+
+def raise_file_limit(wanted: int) -> None:
+    """Room for `wanted` sockets in this process and, inherited, in the sim and the gateway."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main() -> None:
@@ -153,6 +171,10 @@ def main() -> None:
     parser.add_argument("--result-kib", type=int, default=1024)
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    counts = [int(x) for x in args.inflight.split(",")]
+    raise_file_limit(3 * max(counts) + 1024)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {1})
     body = json.dumps(BODY)
     report: dict[str, object] = {"levels": {}, "inflight": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -229,13 +251,19 @@ def main() -> None:
                     flush=True,
                 )
             httpx.put(f"{sim_url}/_sim/faults", json={"latency": args.slow_upstream_s})
-            for count in (int(x) for x in args.inflight.split(",")):
+            for count in counts:
                 wall, failures = asyncio.run(inflight(gw_url, count))
                 httpx.delete(f"{sim_url}/_sim/requests")
-                report["inflight"][str(count)] = {"wall_s": wall, "errors": failures}  # type: ignore[index]
+                errors = sum(failures.values())
+                report["inflight"][str(count)] = {  # type: ignore[index]
+                    "wall_s": wall,
+                    "errors": errors,
+                    "error_kinds": dict(failures),
+                }
+                kinds = f" ({', '.join(f'{n} {k}' for k, n in failures.items())})" if errors else ""
                 print(
                     f"in flight {count} behind a {args.slow_upstream_s:g} s upstream: "
-                    f"{wall:.1f} s wall, {failures} errors",
+                    f"{wall:.1f} s wall, {errors} errors{kinds}",
                     flush=True,
                 )
             report["peak_rss_mib"] = peak_rss_mib(gw.pid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import shutil
 import tempfile
 from pathlib import Path
@@ -99,8 +100,17 @@ def _built(settings: Settings) -> Starlette:
         raise SystemExit(f"flux-gateway: {exc}") from None
 
 
+def raise_open_file_limit() -> None:
+    """Every request in flight holds two sockets (client and upstream), so the usual soft
+    limit of 1,024 open files would cap a replica near 500 jobs; take the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(settings: Settings, config_path: str | None, workers: int = 1) -> None:
     configure(settings.log.level, settings.log.format)
+    raise_open_file_limit()
     if workers > 1:
         serve_workers(settings, config_path, workers)
         return
