@@ -27,6 +27,10 @@ from gateway.logs import configure
 from gateway.metrics import MULTIPROC_ENV, multiprocess_dir
 from gateway.settings import Settings
 
+BACKLOG = 4096
+"""Connections the kernel queues before accept: a burst of thousands of clients connecting at
+once must wait in line rather than have their SYNs dropped (the kernel caps it at somaxconn)."""
+
 
 def uvicorn_config(app: object, settings: Settings, **extra: object) -> uvicorn.Config:
     return uvicorn.Config(
@@ -37,6 +41,7 @@ def uvicorn_config(app: object, settings: Settings, **extra: object) -> uvicorn.
         log_config=None,
         access_log=False,
         server_header=False,
+        backlog=BACKLOG,
         **extra,  # type: ignore[arg-type]
     )
 

@@ -10,6 +10,8 @@ from gateway.sim.app import create_sim_app
 from gateway.sim.config import SimConfig
 
 DEFAULT_PORT = 8090
+BACKLOG = 4096
+"""Like a real upstream, the simulator takes thousands of jobs arriving at once (bench.load)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, listen: bool = True) -> None:
@@ -58,5 +60,7 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
 
 
 async def serve_sim(cfg: SimConfig, host: str, port: int) -> None:
-    config = uvicorn.Config(create_sim_app(cfg), host, port, log_level="warning", ws="none")
+    config = uvicorn.Config(
+        create_sim_app(cfg), host, port, log_level="warning", ws="none", backlog=BACKLOG
+    )
     await uvicorn.Server(config).serve()
