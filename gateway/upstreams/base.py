@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from gateway.catalog import Kind
 from gateway.settings import UpstreamSettings
 
 DEFAULT_MAX_PER_KEY = 24
+JSON_CONTENT = {"content-type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,14 @@ class Upstream(ABC):
         self.settings = settings
         self.name = settings.name
         self.client = client
+
+    async def post_json(
+        self, url: httpx.URL | str, body: dict[str, Any], headers: dict[str, str]
+    ) -> httpx.Response:
+        """POST `body` as JSON, encoded by orjson rather than httpx's stdlib encoder."""
+        return await self.client.post(
+            url, content=orjson.dumps(body), headers={**headers, **JSON_CONTENT}
+        )
 
     @property
     def max_per_key(self) -> int:

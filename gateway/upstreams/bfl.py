@@ -56,8 +56,8 @@ class BflUpstream(Upstream):
 
     async def _submit(self, model: str, payload: dict[str, Any], key: str) -> str:
         try:
-            response = await self.client.post(
-                f"{self.settings.base_url}/v1/{model}", json=payload, headers={"x-key": key}
+            response = await self.post_json(
+                f"{self.settings.base_url}/v1/{model}", payload, headers={"x-key": key}
             )
         except httpx.TransportError as exc:
             raise transport_failure(exc, self.name) from exc

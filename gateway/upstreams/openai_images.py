@@ -13,6 +13,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamRejected,
 )
+from gateway.settings import UpstreamSettings
 from gateway.upstreams.base import Upstream, UpstreamResult
 from gateway.upstreams.http import json_body, retry_after, transport_failure
 
@@ -20,12 +21,14 @@ from gateway.upstreams.http import json_body, retry_after, transport_failure
 class OpenAIImagesUpstream(Upstream):
     kind = "openai-images"
 
+    def __init__(self, settings: UpstreamSettings, client: httpx.AsyncClient) -> None:
+        super().__init__(settings, client)
+        self.url = httpx.URL(f"{settings.base_url}/images/generations")
+
     async def generate(self, body: dict[str, Any], key: str) -> UpstreamResult:
         try:
-            response = await self.client.post(
-                f"{self.settings.base_url}/images/generations",
-                json=body,
-                headers={"authorization": f"Bearer {key}"},
+            response = await self.post_json(
+                self.url, body, headers={"authorization": f"Bearer {key}"}
             )
         except httpx.TransportError as exc:
             raise transport_failure(exc, self.name) from exc
