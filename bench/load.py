@@ -34,6 +34,7 @@ from tests.helpers import free_port, running
 
 QUIET = subprocess.DEVNULL
 INFLIGHT_TIMEOUT_S = 300
+PROBLEM_METRICS = ("gateway_upstream_errors_total", "gateway_rehost_failures_total")
 KEY = "sk-bench-0123456789"
 SIM_KEYS = [f"bench-key-{i}" for i in range(8)]
 BODY = {"model": "flux-2-pro", "prompt": "a lighthouse at dusk", "seed": 1}
@@ -137,20 +138,41 @@ async def inflight(url: str, count: int) -> tuple[float, Counter[str]]:
     headers = {"authorization": f"Bearer {KEY}"}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def one() -> int:
+        async def one() -> str:
             async with session.post(
                 f"{url}/v1/images/generations", json=BODY, headers=headers
             ) as response:
-                await response.read()
-                return response.status
+                body = await response.read()
+                if response.status == 200:
+                    return "ok"
+                try:
+                    message = json.loads(body)["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    message = body[:100].decode(errors="replace")
+                return f"HTTP {response.status}: {message}"
 
         started = time.perf_counter()
         answers = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
         wall = time.perf_counter() - started
     failures = Counter(
-        f"HTTP {a}" if isinstance(a, int) else type(a).__name__ for a in answers if a != 200
+        a if isinstance(a, str) else f"{type(a).__name__}: {a}" for a in answers if a != "ok"
     )
     return wall, failures
+
+
+def logged_problems(log: Path) -> Counter[str]:
+    """The gateway's warnings and errors so far, by message and error text."""
+    problems: Counter[str] = Counter()
+    for raw in log.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            problems[raw[:200]] += 1
+            continue
+        if isinstance(record, dict):
+            message = record.get("message") or record.get("msg")
+            problems[f"{record.get('level')}: {message} {record.get('error') or ''}".strip()] += 1
+    return problems
 
 
 def raise_file_limit(wanted: int) -> None:
@@ -211,7 +233,8 @@ def main() -> None:
         )
         with (
             running(sim_cmd, f"{sim_url}/_sim/stats", output=QUIET),
-            running(gw_cmd, f"{gw_url}/healthz", output=QUIET) as gw,
+            open(folder / "gateway.log", "wb") as gw_log,
+            running(gw_cmd, f"{gw_url}/healthz", output=gw_log.fileno()) as gw,
         ):
             result_url = httpx.post(
                 f"{sim_url}/v1/images/generations",
@@ -260,12 +283,19 @@ def main() -> None:
                     "errors": errors,
                     "error_kinds": dict(failures),
                 }
-                kinds = f" ({', '.join(f'{n} {k}' for k, n in failures.items())})" if errors else ""
                 print(
                     f"in flight {count} behind a {args.slow_upstream_s:g} s upstream: "
-                    f"{wall:.1f} s wall, {errors} errors{kinds}",
+                    f"{wall:.1f} s wall, {errors} errors",
                     flush=True,
                 )
+                for kind, times in failures.most_common(5):
+                    print(f"    {times}x {kind}", flush=True)
+                if errors:
+                    for line, times in logged_problems(folder / "gateway.log").most_common(5):
+                        print(f"    gateway log, {times}x: {line}", flush=True)
+                    for line in httpx.get(f"{gw_url}/metrics").text.splitlines():
+                        if line.startswith(PROBLEM_METRICS):
+                            print(f"    {line}", flush=True)
             report["peak_rss_mib"] = peak_rss_mib(gw.pid)
             print(f"gateway peak RSS: {report['peak_rss_mib']:.0f} MiB", flush=True)
     Path("bench/results.json").write_text(json.dumps(report, indent=2))
