@@ -137,3 +137,15 @@ async def test_lock_has_one_holder_until_released(state: State) -> None:
     assert not await state.lock("sweep", "replica-b", 30)
     await state.unlock("sweep", "replica-a")
     assert await state.lock("sweep", "replica-b", 30)
+
+
+async def test_a_burst_larger_than_the_connection_pool_waits_for_connections(
+    state: State,
+) -> None:
+    """Thousands of requests arriving at once share a bounded set of Redis connections:
+    each call waits its turn instead of failing because the pool ran out."""
+    burst = 1000
+    await asyncio.gather(
+        *(state.usage_add("burst", "20261125", {"requests": 1}) for _ in range(burst))
+    )
+    assert await state.usage_get("burst", ["20261125"]) == {"20261125": {"requests": burst}}

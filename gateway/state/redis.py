@@ -42,6 +42,13 @@ Pairs = list[tuple[bytes, float]]
 """A sorted-set range with scores, as Redis returns it without decoding."""
 
 
+MAX_CONNECTIONS = 64
+POOL_WAIT_S = 10.0
+"""A burst of requests queues for one of MAX_CONNECTIONS connections (each call takes well
+under a millisecond) rather than failing, as redis-py's default pool does past 100 calls at
+once; a wait longer than POOL_WAIT_S means Redis is not keeping up and is an outage."""
+
+
 def _script(name: str) -> str:
     return resources.files("gateway.state").joinpath(f"lua/{name}.lua").read_text()
 
@@ -53,13 +60,16 @@ def _limit(value: int | None) -> int:
 class RedisState(State):
     def __init__(self, url: str, lease_s: float = 30.0, timeout_s: float = 2.0) -> None:
         self.lease_s = lease_s
-        self.redis = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1),
             health_check_interval=15,
         )
+        self.redis = aioredis.Redis.from_pool(pool)
         self._admit = self.redis.register_script(_script("admit"))
         self._settle = self.redis.register_script(_script("settle"))
         self._key_acquire = self.redis.register_script(_script("key_acquire"))
