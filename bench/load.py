@@ -5,15 +5,19 @@ real processes on 127.0.0.1, the gateway pinned to core 0 and the simulator and 
 to core 1, then reports per concurrency level requests/s and latency percentiles (wrk), the
 latency added over calling the upstream directly (POST + result GET, what the gateway does),
 an in-flight scale test behind a slow upstream, and the gateway's peak RSS. Everything is
-bounded in time and stops by itself.
+bounded in time and stops by itself. `--workers 2` runs two gateway processes on that one
+core with a private Redis for their shared state, the way a replica holds more connections
+than one process's open-file limit allows.
 
     python -m bench.load [--duration 10] [--levels 1,16,64] [--inflight 2000] [--result-kib 1024]
+                         [--workers 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -30,7 +34,7 @@ import aiohttp
 import httpx
 
 from gateway.keys import hash_key
-from tests.helpers import free_port, running
+from tests.helpers import RedisServer, free_port, running
 
 QUIET = subprocess.DEVNULL
 INFLIGHT_TIMEOUT_S = 300
@@ -51,12 +55,15 @@ def pinned(core: int, argv: list[str]) -> list[str]:
     return (["taskset", "-c", str(core)] if shutil.which("taskset") else []) + argv
 
 
-def gateway_config(folder: Path, port: int, sim_port: int) -> Path:
+def gateway_config(folder: Path, port: int, sim_port: int, redis_url: str | None) -> Path:
     config = folder / "gateway.toml"
+    state = f'[state]\nbackend = "redis"\nredis_url = "{redis_url}"\n' if redis_url else ""
     config.write_text(
         f"""
 [server]
 port = {port}
+
+{state}
 
 [cache]
 dir = "{folder / "images"}"
@@ -84,10 +91,13 @@ level = "warning"
 
 
 def peak_rss_mib(pid: int) -> float:
+    """Peak RSS of a process and its children (the workers under `--workers N`), summed."""
+    peak = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+            peak = int(line.split()[1]) / 1024
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return peak + sum(peak_rss_mib(int(child)) for child in children)
 
 
 def wrk(url: str, script: str, connections: int, duration: int) -> dict[str, float]:
@@ -191,6 +201,12 @@ def main() -> None:
     parser.add_argument("--inflight", default="2000")
     parser.add_argument("--slow-upstream-s", type=float, default=5.0)
     parser.add_argument("--result-kib", type=int, default=1024)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway worker processes, all on core 0 (more than 1 uses a private Redis)",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     counts = [int(x) for x in args.inflight.split(",")]
@@ -199,8 +215,11 @@ def main() -> None:
         os.sched_setaffinity(0, {1})
     body = json.dumps(BODY)
     report: dict[str, object] = {"levels": {}, "inflight": {}}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
+        redis = RedisServer(folder).start() if args.workers > 1 else None
+        if redis is not None:
+            stack.callback(redis.stop)
         sim_port, port = free_port(), free_port()
         sim_url, gw_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}"
         sim_cmd = pinned(
@@ -228,7 +247,9 @@ def main() -> None:
                 "gateway.cli",
                 "serve",
                 "--config",
-                str(gateway_config(folder, port, sim_port)),
+                str(gateway_config(folder, port, sim_port, redis and redis.url)),
+                "--workers",
+                str(args.workers),
             ],
         )
         with (
