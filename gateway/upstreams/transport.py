@@ -54,10 +54,17 @@ class _Body(httpx.AsyncByteStream):
         self._response.release()
 
 
+KEEPALIVE_S = 4.0
+"""Idle upstream connections are dropped before common servers drop them (uvicorn 5 s, nginx
+75 s): a job sent on a connection the server is closing fails after it left, and such a job
+is never sent again (it may have been charged), so the race must not happen. A connection
+in use is reused at once, so under load this costs nothing."""
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp session, made on first use inside the running loop."""
 
-    def __init__(self, keepalive_s: float = 30.0) -> None:
+    def __init__(self, keepalive_s: float = KEEPALIVE_S) -> None:
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
 
