@@ -19,6 +19,7 @@ import aiohttp
 from gateway import media
 from gateway.cache.base import CacheUnavailable, ImageMeta, ResultCache, StoredImage
 from gateway.errors import UpstreamError
+from gateway.http_session import LazySession
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
 
@@ -39,7 +40,14 @@ class Rehoster:
     def __init__(self, settings: CacheSettings, cache: ResultCache, metrics: Metrics) -> None:
         self.settings = settings
         self.cache = cache
-        self._session: aiohttp.ClientSession | None = None
+        self._session = LazySession(
+            connector={"limit": 0, "keepalive_timeout": 30},
+            timeout=aiohttp.ClientTimeout(
+                total=settings.download_timeout_s, sock_connect=CONNECT_TIMEOUT_S
+            ),
+            read_bufsize=READ_BUFFER,
+            auto_decompress=True,
+        )
         self.metrics = metrics
         self.max_bytes = int(settings.max_result_mb * 1024 * 1024)
         self._downloads = asyncio.Semaphore(settings.download_concurrency)
@@ -82,26 +90,12 @@ class Rehoster:
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
-    def _client(self) -> aiohttp.ClientSession:
-        """One pooled session for all downloads, made on first use inside the running loop."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(
-                    total=self.settings.download_timeout_s, sock_connect=CONNECT_TIMEOUT_S
-                ),
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-                read_bufsize=READ_BUFFER,
-                auto_decompress=True,
-            )
-        return self._session
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._session.aclose()
 
     async def _download(self, url: str, meta: ImageMeta) -> StoredImage:
         try:
-            async with self._client().get(url, allow_redirects=False) as response:
+            async with self._session.get().get(url, allow_redirects=False) as response:
                 if response.status in (401, 403, 404, 410):
                     raise RehostFailed("expired", f"result link answered {response.status}", False)
                 if response.status != 200:

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import httpx
 
+from gateway.http_session import LazySession
+
 READ_BUFFER = 256 * 1024
 
 
@@ -62,28 +64,22 @@ in use is reused at once, so under load this costs nothing."""
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over one aiohttp session, made on first use inside the running loop."""
+    """An httpx transport over one pooled aiohttp session."""
 
     def __init__(self, keepalive_s: float = KEEPALIVE_S) -> None:
-        self._keepalive_s = keepalive_s
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive_s),
-                auto_decompress=False,
-                read_bufsize=READ_BUFFER,
-                trust_env=True,
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
-            )
-        return self._session
+        self._session = LazySession(
+            connector={"limit": 0, "keepalive_timeout": keepalive_s},
+            auto_decompress=False,
+            read_bufsize=READ_BUFFER,
+            trust_env=True,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
         body = await request.aread()
         with _as_httpx_errors(request):
-            response = await self._client().request(
+            response = await self._session.get().request(
                 request.method,
                 str(request.url),
                 headers=request.headers.multi_items(),
@@ -107,5 +103,4 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._session.aclose()
