@@ -36,11 +36,13 @@ def json_body(response: httpx.Response) -> Any:
 
 
 def transport_failure(exc: httpx.TransportError, upstream: str) -> Exception:
-    """Before the request was sent the job was not accepted; after, it may have been charged."""
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+    """Without a connection the job was not accepted; once connected, it may have been charged.
+
+    The transport (`gateway.upstreams.transport`) raises only `ConnectError` and
+    `ConnectTimeout` before a connection exists; every later failure is a read-side error.
+    """
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return UpstreamRejected("unreachable", f"{upstream}: cannot connect ({type(exc).__name__})")
-    if isinstance(exc, httpx.WriteError | httpx.WriteTimeout):
-        return UpstreamRejected("unreachable", f"{upstream}: request not delivered")
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"The upstream {upstream} did not answer in time.")
     return UpstreamError(f"The upstream {upstream} broke off its answer ({type(exc).__name__}).")
