@@ -110,25 +110,25 @@ def test_job_that_may_have_been_charged_is_not_sent_to_the_next_upstream(
     assert upstream_posts(sim) == [(AGGREGATOR_PATH, sim.keys[0])]
 
 
-@pytest.mark.parametrize("first", ["aggregator", "bfl"])
+@pytest.mark.parametrize(
+    ("agg_priority", "bfl_priority", "first_post"),
+    [(1, 2, (AGGREGATOR_PATH, 0)), (2, 1, ("/v1/flux-2-pro", 1))],
+    ids=["aggregator-first", "bfl-first"],
+)
 def test_answer_cut_off_after_the_job_was_accepted_is_never_sent_again(
-    fresh_gateway: GatewayFactory, sim: Sim, first: str
+    fresh_gateway: GatewayFactory,
+    sim: Sim,
+    agg_priority: int,
+    bfl_priority: int,
+    first_post: tuple[str, int],
 ) -> None:
     """The connection drops halfway through the upstream's answer: the job exists upstream
     and may be charged, so the client gets a 502 and no other key or upstream sees it."""
-    priorities = (1, 2) if first == "aggregator" else (2, 1)
-    gw = fresh_gateway(upstreams=[aggregator(sim, priorities[0]), bfl(sim, priorities[1])])
+    gw = fresh_gateway(upstreams=[aggregator(sim, agg_priority), bfl(sim, bfl_priority)])
     sim.faults(answer_cut_off=True)
     with pytest.raises(openai.InternalServerError) as caught:
         gw.client(retries=2).images.generate(model="flux-2-pro", prompt="pay once")
     assert caught.value.status_code == 502
     assert caught.value.response.headers["x-should-retry"] == "false"
-    expected = (
-        (AGGREGATOR_PATH, sim.keys[0])
-        if first == "aggregator"
-        else (
-            "/v1/flux-2-pro",
-            sim.keys[1],
-        )
-    )
-    assert upstream_posts(sim) == [expected]
+    path, key_index = first_post
+    assert upstream_posts(sim) == [(path, sim.keys[key_index])]

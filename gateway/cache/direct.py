@@ -45,23 +45,24 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[os.write(fd, data) :]
 
 
+def _create(path: str) -> tuple[int, bool]:
+    """The new file's descriptor, and whether it was opened with O_DIRECT."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    if O_DIRECT:
+        try:
+            return os.open(path, flags | O_DIRECT, 0o644), True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+    return os.open(path, flags, 0o644), False
+
+
 class NewFile:
     """A file created exclusively at `path` and filled by `write`; `close` makes it whole."""
 
     def __init__(self, path: str) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        self.fd = -1
-        if O_DIRECT:
-            try:
-                self.fd = os.open(path, flags | O_DIRECT, 0o644)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-        self.buffer: mmap.mmap | None = None
-        if self.fd >= 0:
-            self.buffer = _take_buffer()
-        else:
-            self.fd = os.open(path, flags, 0o644)
+        self.fd, direct = _create(path)
+        self.buffer: mmap.mmap | None = _take_buffer() if direct else None
         self.staged = 0
         self.size = 0
 
