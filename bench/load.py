@@ -235,7 +235,7 @@ def main() -> None:
                 ",".join(SIM_KEYS),
                 "--result-kib",
                 str(args.result_kib),
-                "--max-active-per-key",
+                "--max-active",
                 "100000",
             ],
         )

@@ -1,7 +1,10 @@
 """Black Forest Labs' native asynchronous API: submit, poll `get_result`, read credits.
 
 Jobs stay Pending for the configured time, then end Ready (with a signed sample link) or in a
-final status; credits are charged at submit and refunded for jobs that do not end Ready.
+final status. The submit answer reports `cost` (credits, by BFL's list prices in `prices`) and
+`input_mp`/`output_mp`; that cost is charged to the key's account at submit and refunded for jobs
+that do not end Ready. `polling_url` names `poll_host`, as BFL's name regional hosts; sample
+links stay on the submit host, as BFL's live on delivery hosts whichever host was polled.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,13 +20,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.sim.bfl_schema import COSTS, KONTEXT_MAX_ACTIVE, SCHEMAS
+from gateway.sim.bfl_schema import SCHEMAS
 from gateway.sim.faults import Rejection, answered, submit_rejection
 from gateway.sim.inbound import receive, sim_state
-from gateway.sim.references import collect
-from gateway.sim.render import RenderSpec, input_megapixels, output_size
+from gateway.sim.ledger import Job
+from gateway.sim.prices import cost_credits, reported_megapixels
+from gateway.sim.references import Reference, collect
+from gateway.sim.render import RenderSpec
 from gateway.sim.results import result_link
-from gateway.sim.state import Job, SimState
+from gateway.sim.sizes import Size, output_size, reference_sizes
+from gateway.sim.state import SimState
 
 NOT_AUTHENTICATED = "Not authenticated - Invalid Authentication"
 
@@ -50,12 +57,25 @@ def _rejected(rejection: Rejection) -> JSONResponse:
     return _detail(rejection.status, detail, rejection.headers())
 
 
-def _over_capacity(state: SimState, key: str, model: str, now: float) -> bool:
-    cap = state.config.max_active_per_key
-    if state.active(key, now) >= cap:
-        return True
-    kontext_cap = min(cap, KONTEXT_MAX_ACTIVE)
-    return model == "flux-kontext-max" and state.active(key, now, model) >= kontext_cap
+def _polling_url(request: Request, state: SimState, job_id: str) -> str:
+    """On `poll_host` (same scheme and port as the submit) when set, like BFL's regional hosts."""
+    base, host = str(request.base_url), state.config.poll_host
+    if host:
+        name = f"[{host}]" if ":" in host else host
+        port = request.url.port
+        base = f"{request.url.scheme}://{name if port is None else f'{name}:{port}'}/"
+    return f"{base}v1/get_result?id={job_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A validated submit with its references' sizes, read before anything is booked."""
+
+    key: str
+    model: str
+    params: dict[str, Any]
+    references: list[Reference]
+    sizes: list[Size | None]
 
 
 async def submit(request: Request) -> JSONResponse:
@@ -81,54 +101,61 @@ async def submit(request: Request) -> JSONResponse:
         errors = invalid.errors(include_url=False)
         detail = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors]
         return _detail(422, detail)
-    now = time.time()
-    state.settle(now)
-    if state.balance(key) <= 0:
-        return _detail(402, "Insufficient credits")
-    if _over_capacity(state, key, model, now):
-        return _detail(429, "You have reached the maximum number of active tasks; try again later.")
-    return await _create_job(request, state, key, model, params)
-
-
-async def _create_job(
-    request: Request, state: SimState, key: str, model: str, params: dict[str, Any]
-) -> JSONResponse:
     references = collect(params, raw_base64=True)
-    width, height = await output_size(
-        references, params.get("aspect_ratio"), params.get("width"), params.get("height")
-    )
+    sizes = await reference_sizes(references)
+    return await _book(request, state, Order(key, model, params, references, sizes))
+
+
+def _job(request: Request, state: SimState, order: Order, output: Size) -> Job:
+    params = order.params
     seed = params["seed"] if params["seed"] is not None else random.randrange(2**32)
     outcome = "Request Moderated" if state.moderated(params["prompt"]) else "Ready"
     if outcome == "Ready" and state.faults.bfl_final_status is not None:
         outcome = state.faults.bfl_final_status
-    job_id = str(uuid.uuid4())
-    if outcome == "Ready":
-        spec = RenderSpec(
-            model, params["prompt"], seed, width, height, params["output_format"], tuple(references)
-        )
-        state.store_result(job_id, await state.render(spec))
+    cost = state.faults.bfl_cost
     now = time.time()
-    job = Job(
-        id=job_id,
-        key=key,
-        model=model,
+    return Job(
+        id=str(uuid.uuid4()),
+        key=order.key,
+        model=order.model,
         prompt=params["prompt"],
         seed=seed,
-        cost=COSTS[model],
+        cost=cost_credits(order.model, output, order.sizes) if cost is None else cost,
         output_format=params["output_format"],
         outcome=outcome,
         created=now,
         ready_at=now + state.ready_after,
+        origin=str(request.base_url),
+        account=state.ledger.account(order.key),
     )
-    state.add_job(job)
+
+
+async def _book(request: Request, state: SimState, order: Order) -> JSONResponse:
+    """Build, admit and render the job; from `_job` to `admit` nothing awaits, so the
+    account's cap holds however many submits arrive at once."""
+    params = order.params
+    output = output_size(
+        order.sizes, params.get("aspect_ratio"), params.get("width"), params.get("height")
+    )
+    job = _job(request, state, order, output)
+    refusal = state.ledger.admit(job)
+    if refusal == "no_credit":
+        return _detail(402, "Insufficient credits")
+    if refusal == "busy":
+        return _detail(429, "You have reached the maximum number of active tasks; try again later.")
+    if job.outcome == "Ready":
+        spec = RenderSpec(
+            job.model, job.prompt, job.seed, *output, job.output_format, tuple(order.references)
+        )
+        state.store_result(job.id, await state.render(spec))
     return answered(
         state,
         {
-            "id": job_id,
-            "polling_url": f"{request.base_url}v1/get_result?id={job_id}",
+            "id": job.id,
+            "polling_url": _polling_url(request, state, job.id),
             "cost": job.cost,
-            "input_mp": round(await input_megapixels(references), 4),
-            "output_mp": round(width * height / 1_000_000, 4),
+            "input_mp": reported_megapixels(order.sizes),
+            "output_mp": reported_megapixels([output]),
         },
     )
 
@@ -148,8 +175,8 @@ async def get_result(request: Request) -> JSONResponse:
     if not job_id:
         return _detail(422, [{"loc": ["query", "id"], "msg": "Field required", "type": "missing"}])
     now = time.time()
-    state.settle(now)
-    job = state.jobs.get(job_id)
+    state.ledger.settle(now)
+    job = state.ledger.jobs.get(job_id)
     if job is None or job.key != request.headers["x-key"] or job.outcome == "Task not found":
         return JSONResponse(_poll_body(job_id, "Task not found"), 404)
     if job.active(now):
@@ -160,7 +187,7 @@ async def get_result(request: Request) -> JSONResponse:
         details = {"Moderation Reasons": ["sim"]} if moderated else {"error": "simulated"}
         return JSONResponse(_poll_body(job.id, job.outcome, details=details))
     result = {
-        "sample": result_link(request, state, job.id),
+        "sample": result_link(request, state, job.id, origin=job.origin),
         "prompt": job.prompt,
         "seed": job.seed,
         "start_time": job.created,
@@ -176,7 +203,7 @@ async def credits(request: Request) -> JSONResponse:
     failure = _auth_failure(request, state)
     if failure is not None:
         return failure
-    state.settle()
+    state.ledger.settle()
     return JSONResponse({"credits": float(state.balance(request.headers["x-key"]))})
 
 

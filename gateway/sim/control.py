@@ -72,23 +72,29 @@ async def faults(request: Request) -> Response:
 
 
 async def stats(request: Request) -> JSONResponse:
+    """Counters, and BFL's active jobs by key fingerprint and by account; `max_active_seen` is
+    each account's peak of simultaneous jobs since the last reset, so a cap can be shown held."""
     state = sim_state(request)
     now = time.time()
-    state.settle(now)
+    ledger = state.ledger
+    ledger.settle(now)
     return JSONResponse(
         {
             "submits": state.submits,
             "result_downloads": state.result_downloads,
-            "active": state.active_by_fingerprint(now),
+            "active": ledger.active_by(now, account=False),
+            "active_by_account": ledger.active_by(now, account=True),
+            "max_active_seen": dict(ledger.max_active_seen),
         }
     )
 
 
 async def credits(request: Request) -> JSONResponse:
+    """Set the balance of the key's account (both protocols read it; 0 cuts the key off)."""
     parsed = await _parse(request, CreditsUpdate)
     if isinstance(parsed, JSONResponse):
         return parsed
-    sim_state(request).set_balance(parsed.key, parsed.credits)
+    sim_state(request).ledger.set_balance(parsed.key, parsed.credits)
     return JSONResponse({"key": parsed.key, "credits": parsed.credits})
 
 

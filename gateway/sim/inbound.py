@@ -10,7 +10,8 @@ from starlette.requests import Request
 
 from gateway.sim.state import SimState
 
-RECORDED_HEADERS = ("authorization", "x-key", "content-type")
+RECORDED_HEADERS = ("host", "authorization", "x-key", "content-type")
+"""`host` shows which name a client called: the submit host or a regional polling host."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,17 @@
 
 It accepts exactly the fields the real aggregator takes, so a gateway that leaks `n`,
 `size` or `response_format` upstream fails its tests here.
+
+Like the one-api/new-api stacks such aggregators run on, it answers 403 for key problems as
+well as for moderation (`content_policy_violation`). Marks in a key's name (the key must still
+be accepted by `keys`) choose its problem:
+
+- `sk-quota-…` starts with no quota (`ledger.NO_QUOTA_PREFIX`): one-api's 403
+  `insufficient_user_quota` until `POST /_sim/credits` gives its account credits > 0.
+  Credits 0 cut any key off the same way (a BFL submit then answers 402).
+- `sk-noperm-…` may use no model: new-api's 403 "该令牌无权使用模型 <model>".
+
+The balance is only read here, never charged: the aggregator reports no cost.
 """
 
 from __future__ import annotations
@@ -18,8 +29,9 @@ from starlette.routing import Route
 from gateway.sim.faults import Rejection, answered, submit_rejection
 from gateway.sim.inbound import bearer_key, receive, sim_state
 from gateway.sim.references import Reference, image_fields, parse_reference
-from gateway.sim.render import RenderSpec, output_size, parse_ratio
+from gateway.sim.render import RenderSpec
 from gateway.sim.results import result_link
+from gateway.sim.sizes import output_size, parse_ratio, reference_sizes
 
 MODELS = {
     "flux-2-pro": 8,
@@ -43,6 +55,7 @@ ALLOWED = {
     *FLEX_ONLY,
 }
 KONTEXT_RATIO = (9 / 21, 21 / 9)
+NO_PERMISSION_PREFIX = "sk-noperm-"
 
 
 class Invalid(ValueError):
@@ -146,10 +159,13 @@ async def generations(request: Request) -> JSONResponse:
     if key is None or not state.key_ok(key):
         message = "Incorrect API key provided."
         return error(401, message, "authentication_error", "invalid_api_key")
+    body = inbound.object()
+    model = body.get("model") if body is not None else None
+    if key.startswith(NO_PERMISSION_PREFIX) and isinstance(model, str):
+        return error(403, f"该令牌无权使用模型 {model}", "new_api_error", None)
     rejection = await submit_rejection(request, state, key)
     if rejection is not None:
         return _rejected(rejection)
-    body = inbound.object()
     if body is None:
         message = "The body must be a JSON object."
         return error(400, message, "invalid_request_error", "invalid_json")
@@ -157,6 +173,9 @@ async def generations(request: Request) -> JSONResponse:
         references = validate(body)
     except Invalid as problem:
         return error(400, str(problem), "invalid_request_error", problem.code, problem.param)
+    if state.balance(key) <= 0:
+        message = "user quota is not enough"
+        return error(403, message, "one_api_error", "insufficient_user_quota")
     await asyncio.sleep(state.latency)
     if state.moderated(str(body["prompt"])):
         message = "Your request was rejected by the safety system."
@@ -171,7 +190,7 @@ async def _generate(
     output_format = str(body.get("output_format") or "jpeg")
     aspect_ratio = body.get("aspect_ratio")
     ratio = aspect_ratio if isinstance(aspect_ratio, str) else None
-    width, height = await output_size(references, ratio)
+    width, height = output_size(await reference_sizes(references), ratio)
     seed = body.get("seed")
     spec = RenderSpec(
         model=str(body["model"]),

@@ -18,7 +18,6 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from gateway.sim.references import Reference
 
-MEGAPIXEL = 1024 * 1024
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 Colour = tuple[int, int, int]
 
@@ -42,75 +41,6 @@ class RenderSpec:
         for reference in self.references:
             hasher.update(reference.token + b"\0")
         return hasher.hexdigest()
-
-
-def parse_ratio(text: str) -> tuple[int, int] | None:
-    """`"16:9"` → (16, 9); None for anything else."""
-    width, sep, height = text.partition(":")
-    if not sep or not width.isdigit() or not height.isdigit():
-        return None
-    if int(width) == 0 or int(height) == 0:
-        return None
-    return int(width), int(height)
-
-
-def round16(value: float) -> int:
-    return max(64, int(round(value / 16)) * 16)
-
-
-def fit(ratio: tuple[int, int], area: int = MEGAPIXEL) -> tuple[int, int]:
-    """Dimensions of about `area` pixels in `ratio`, multiples of 16."""
-    width, height = ratio
-    return round16(math.sqrt(area * width / height)), round16(math.sqrt(area * height / width))
-
-
-def _megapixels(references: Sequence[Reference]) -> float:
-    total = 0
-    for reference in references:
-        if reference.data is None:
-            continue
-        try:
-            with Image.open(io.BytesIO(reference.data)) as image:
-                total += image.size[0] * image.size[1]
-        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
-            continue
-    return total / 1_000_000
-
-
-async def input_megapixels(references: Sequence[Reference]) -> float:
-    """The decoded references' pixels (URLs are never fetched, so they count as none)."""
-    return await anyio.to_thread.run_sync(_megapixels, references)
-
-
-def _reference_ratio(references: Sequence[Reference]) -> tuple[int, int] | None:
-    first = next((ref for ref in references if ref.data is not None), None)
-    if first is None or first.data is None:
-        return None
-    try:
-        with Image.open(io.BytesIO(first.data)) as image:
-            return image.size
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
-        return None
-
-
-async def output_size(
-    references: Sequence[Reference],
-    aspect_ratio: str | None = None,
-    width: int | None = None,
-    height: int | None = None,
-) -> tuple[int, int]:
-    """Explicit width/height, else `aspect_ratio`, else the first decoded reference's ratio,
-    else square; about one megapixel."""
-    if width and height:
-        return width, height
-    ratio = parse_ratio(aspect_ratio) if aspect_ratio else None
-    if ratio is None:
-        ratio = await anyio.to_thread.run_sync(_reference_ratio, references) or (1, 1)
-    if width:
-        return width, round16(width * ratio[1] / ratio[0])
-    if height:
-        return round16(height * ratio[0] / ratio[1]), height
-    return fit(ratio)
 
 
 async def render(spec: RenderSpec) -> bytes:

@@ -36,13 +36,16 @@ def _signature(secret: str, result_id: str, ext: str, exp: str) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def result_link(request: Request, state: SimState, result_id: str) -> str:
-    """A link on the request's own host (or the `result_host` fault's) valid for the TTL."""
+def result_link(
+    request: Request, state: SimState, result_id: str, origin: str | None = None
+) -> str:
+    """A link valid for the TTL on `origin` (a base URL; default the request's own) or on the
+    `result_host` fault's host."""
     ext = state.results[result_id].output_format
     expires = round(time.time() + state.url_ttl, 3)
     exp = f"{expires:.3f}"
     host = state.faults.result_host
-    base = f"{request.url.scheme}://{host}/" if host else str(request.base_url)
+    base = f"{request.url.scheme}://{host}/" if host else origin or str(request.base_url)
     signature = _signature(state.config.signing_secret, result_id, ext, exp)
     url = f"{base}results/{result_id}/sample.{ext}?exp={exp}&sig={signature}"
     state.note_link(result_id, url, expires)

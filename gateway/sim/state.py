@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.sim.config import Faults, SimConfig
+from gateway.sim.ledger import Ledger
 from gateway.sim.render import CONTENT_TYPES, RenderSpec, noise_png, render
 
 MAX_REQUESTS = 2000
 MAX_RESULTS = 512
 MAX_SHARED_RESULTS = 100_000
 MAX_RENDERS = 64
-MAX_JOBS = 4096
-
-
-def fingerprint(key: str) -> str:
-    """A short, stable name for a key that never reveals it."""
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,40 +29,21 @@ class StoredImage:
         return CONTENT_TYPES[self.output_format]
 
 
-@dataclass(slots=True)
-class Job:
-    """A BFL task: Pending until `ready_at`, then `outcome` (Ready or a final status)."""
-
-    id: str
-    key: str
-    model: str
-    prompt: str
-    seed: int
-    cost: float
-    output_format: str
-    outcome: str
-    created: float
-    ready_at: float
-    settled: bool = False
-
-    def active(self, now: float) -> bool:
-        return now < self.ready_at
-
-
 @dataclass
 class SimState:
     config: SimConfig
     faults: Faults = field(default_factory=Faults)
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_REQUESTS))
-    jobs: OrderedDict[str, Job] = field(default_factory=OrderedDict)
-    unsettled: dict[str, Job] = field(default_factory=dict)
     results: OrderedDict[str, StoredImage] = field(default_factory=OrderedDict)
     issued: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     renders: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
-    balances: dict[str, float] = field(default_factory=dict)
     submits: int = 0
     result_downloads: int = 0
     fixed: StoredImage | None = None
+    ledger: Ledger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.config)
 
     def reset(self) -> None:
         """Forget everything but the configuration."""
@@ -109,43 +84,10 @@ class SimState:
         self.requests.append(entry)
 
     def balance(self, key: str) -> float:
+        """The key's account balance, or none at all under the `no_credit_keys` fault."""
         if key in self.faults.no_credit_keys:
             return 0.0
-        return self.balances.get(key, self.config.credits)
-
-    def set_balance(self, key: str, credits: float) -> None:
-        self.balances[key] = credits
-
-    def add_job(self, job: Job) -> None:
-        self.balances[job.key] = self.balances.get(job.key, self.config.credits) - job.cost
-        self.jobs[job.id] = job
-        self.unsettled[job.id] = job
-        while len(self.jobs) > MAX_JOBS:
-            self.jobs.popitem(last=False)
-
-    def settle(self, now: float | None = None) -> None:
-        """Close jobs whose time has come; refund those that did not end Ready."""
-        now = time.time() if now is None else now
-        for job in [job for job in self.unsettled.values() if not job.active(now)]:
-            del self.unsettled[job.id]
-            job.settled = True
-            if job.outcome != "Ready":
-                self.balances[job.key] = self.balances.get(job.key, 0.0) + job.cost
-
-    def active(self, key: str, now: float, model: str | None = None) -> int:
-        return sum(
-            1
-            for job in self.unsettled.values()
-            if job.key == key and job.active(now) and model in (None, job.model)
-        )
-
-    def active_by_fingerprint(self, now: float) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for job in self.unsettled.values():
-            if job.active(now):
-                name = fingerprint(job.key)
-                counts[name] = counts.get(name, 0) + 1
-        return counts
+        return self.ledger.balance(key)
 
     async def render(self, spec: RenderSpec) -> StoredImage:
         """Render through a small cache: identical inputs give identical bytes anyway."""
@@ -155,14 +97,14 @@ class SimState:
                 self.fixed = StoredImage(data, "png", hashlib.sha256(data).hexdigest())
             return self.fixed
         digest = spec.digest()
-        data = self.renders.get(digest)
-        if data is None:
-            data = await render(spec)
-            self.renders[digest] = data
-            while len(self.renders) > MAX_RENDERS:
-                self.renders.popitem(last=False)
-        else:
+        cached = self.renders.get(digest)
+        if cached is not None:
             self.renders.move_to_end(digest)
+            return StoredImage(cached, spec.output_format)
+        data = await render(spec)
+        self.renders[digest] = data
+        while len(self.renders) > MAX_RENDERS:
+            self.renders.popitem(last=False)
         return StoredImage(data, spec.output_format)
 
     @property

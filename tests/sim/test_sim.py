@@ -4,63 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from PIL import Image
 
-from gateway.media import to_data_url
 from gateway.sim.cli import add_arguments, config_from_args
-
-AGG = "/v1/images/generations"
-BEARER = {"authorization": "Bearer k1"}
-
-
-def png_data_url(size: tuple[int, int], colour: str) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, "PNG")
-    return to_data_url(buffer.getvalue(), "image/png")
-
-
-async def generate(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
-    return await client.post(
-        AGG, json={"model": "flux-2-pro", "prompt": "a fox"} | body, headers=BEARER
-    )
+from tests.sim.helpers import (
+    AGG,
+    BEARER,
+    bfl_submit,
+    generate,
+    image_at,
+    png_data_url,
+    poll_until_final,
+    set_faults,
+)
 
 
-async def image_at(client: httpx.AsyncClient, url: str) -> tuple[httpx.Response, Image.Image]:
-    response = await client.get(url)
-    assert response.status_code == 200, response.text
-    return response, Image.open(io.BytesIO(response.content))
-
-
-async def set_faults(client: httpx.AsyncClient, **faults: Any) -> None:
-    (await client.put("/_sim/faults", json=faults)).raise_for_status()
-
-
-async def bfl_submit(
-    client: httpx.AsyncClient, model: str = "flux-2-pro", key: str = "k1", **body: Any
-) -> httpx.Response:
-    return await client.post(
-        f"/v1/{model}", json={"prompt": "a fox"} | body, headers={"x-key": key}
-    )
-
-
-async def poll_until_final(client: httpx.AsyncClient, url: str, key: str = "k1") -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        answer = (await client.get(url, headers={"x-key": key})).json()
-        if answer["status"] != "Pending":
-            return answer
-        await asyncio.sleep(0.02)
-    raise AssertionError("job never left Pending")
-
-
-async def test_aggregator_returns_a_jpeg_link_of_the_requested_ratio(client, sim_url):
+async def test_aggregator_returns_a_jpeg_link_of_the_requested_ratio(
+    client: httpx.AsyncClient, sim_url: str
+) -> None:
     response = await generate(client, aspect_ratio="16:9")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -74,7 +40,9 @@ async def test_aggregator_returns_a_jpeg_link_of_the_requested_ratio(client, sim
     assert abs(width / height - 16 / 9) < 0.02 and 0.9e6 < width * height < 1.2e6
 
 
-async def test_aggregator_output_is_deterministic_and_follows_its_inputs(client):
+async def test_aggregator_output_is_deterministic_and_follows_its_inputs(
+    client: httpx.AsyncClient,
+) -> None:
     async def sample(**body: Any) -> bytes:
         response = await generate(client, **body)
         return (await client.get(response.json()["data"][0]["url"])).content
@@ -85,7 +53,9 @@ async def test_aggregator_output_is_deterministic_and_follows_its_inputs(client)
     assert await sample(seed=7, prompt="a blue fox") != first
 
 
-async def test_aggregator_reference_sets_default_ratio_and_changes_the_image(client):
+async def test_aggregator_reference_sets_default_ratio_and_changes_the_image(
+    client: httpx.AsyncClient,
+) -> None:
     red, blue = png_data_url((300, 200), "red"), png_data_url((300, 200), "blue")
     first = await generate(client, seed=1, input_image=red, output_format="png")
     response, image = await image_at(client, first.json()["data"][0]["url"])
@@ -103,6 +73,7 @@ async def test_aggregator_reference_sets_default_ratio_and_changes_the_image(cli
         ({"width": 1024}, "width"),
         ({"steps": 20}, "steps"),
         ({"safety_tolerance": 7}, "safety_tolerance"),
+        ({"output_format": "webp"}, "output_format"),
         ({"input_image": "http://example.com/a.png"}, "input_image"),
         ({"input_image": "data:image/png;base64,/9j/4AAQSkZJRg=="}, "input_image"),
         (
@@ -112,7 +83,9 @@ async def test_aggregator_reference_sets_default_ratio_and_changes_the_image(cli
         ({"model": "dall-e-3"}, "model"),
     ],
 )
-async def test_aggregator_rejects_what_the_real_one_does_not_take(client, extra, param):
+async def test_aggregator_rejects_what_the_real_one_does_not_take(
+    client: httpx.AsyncClient, extra: dict[str, Any], param: str
+) -> None:
     response = await generate(client, **extra)
     assert response.status_code == 400
     error = response.json()["error"]
@@ -120,19 +93,23 @@ async def test_aggregator_rejects_what_the_real_one_does_not_take(client, extra,
 
 
 @pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer nope"}])
-async def test_aggregator_refuses_missing_or_unknown_keys(client, headers):
+async def test_aggregator_refuses_missing_or_unknown_keys(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
     response = await client.post(AGG, json={"model": "flux-2-pro", "prompt": "x"}, headers=headers)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
 
 
-async def test_aggregator_moderates_the_trigger_word(client):
+async def test_aggregator_moderates_the_trigger_word(client: httpx.AsyncClient) -> None:
     response = await generate(client, prompt="something Forbidden here")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "content_policy_violation"
 
 
-async def test_rate_limit_fault_answers_429_with_retry_after_on_both_protocols(client):
+async def test_rate_limit_fault_answers_429_with_retry_after_on_both_protocols(
+    client: httpx.AsyncClient,
+) -> None:
     await set_faults(client, rate_limit_keys={"k1": 7})
     aggregator = await generate(client)
     assert aggregator.status_code == 429 and aggregator.headers["retry-after"] == "7"
@@ -142,14 +119,14 @@ async def test_rate_limit_fault_answers_429_with_retry_after_on_both_protocols(c
     assert (await bfl_submit(client, key="k2")).status_code == 200
 
 
-async def test_fail_status_fires_the_given_number_of_times(client):
+async def test_fail_status_fires_the_given_number_of_times(client: httpx.AsyncClient) -> None:
     await set_faults(client, fail_status=502, fail_count=1)
     assert (await generate(client)).status_code == 502
     assert (await generate(client)).status_code == 200
     assert (await client.get("/_sim/faults")).json()["fail_count"] == 0
 
 
-async def test_result_links_expire_and_need_their_signature(client):
+async def test_result_links_expire_and_need_their_signature(client: httpx.AsyncClient) -> None:
     await set_faults(client, result_url_ttl=0.5)
     url = (await generate(client)).json()["data"][0]["url"]
     assert (await client.get(url.replace("sig=", "sig=0"))).status_code == 403
@@ -160,14 +137,20 @@ async def test_result_links_expire_and_need_their_signature(client):
     assert expired.status_code == 403 and b"AuthenticationFailed" in expired.content
 
 
-async def test_bfl_submit_poll_ready_download(client, sim_url):
+async def test_bfl_submit_poll_ready_download(client: httpx.AsyncClient, sim_url: str) -> None:
     before = (await client.get("/v1/credits", headers={"x-key": "k1"})).json()["credits"]
     await set_faults(client, bfl_ready_after=0.2)
     submitted = await bfl_submit(client, width=512, height=256, output_format="webp")
     assert submitted.status_code == 200, submitted.text
     job = submitted.json()
-    assert job["polling_url"] == f"{sim_url}/v1/get_result?id={job['id']}"
-    assert job["cost"] == 3.0 and job["output_mp"] == pytest.approx(0.131, abs=0.001)
+    port = urlsplit(sim_url).port
+    assert submitted.json() == {
+        "id": job["id"],
+        "polling_url": f"http://localhost:{port}/v1/get_result?id={job['id']}",
+        "cost": 3.0,
+        "input_mp": 0.0,
+        "output_mp": 0.12,
+    }
     pending = (await client.get(job["polling_url"], headers={"x-key": "k1"})).json()
     assert pending["status"] == "Pending"
     other = await client.get(job["polling_url"], headers={"x-key": "k2"})
@@ -180,10 +163,10 @@ async def test_bfl_submit_poll_ready_download(client, sim_url):
     assert after == pytest.approx(before - 3.0)
 
 
-async def test_bfl_kontext_follows_its_reference(client):
+async def test_bfl_kontext_follows_its_reference(client: httpx.AsyncClient) -> None:
     reference = png_data_url((400, 200), "green")
     job = (await bfl_submit(client, "flux-kontext-pro", input_image=reference, seed=5)).json()
-    assert job["input_mp"] == pytest.approx(0.08) and job["cost"] == 4.0
+    assert job["input_mp"] == 0.08 and job["cost"] == 4.0
     ready = await poll_until_final(client, job["polling_url"])
     assert ready["result"]["seed"] == 5 and "/sample.png?" in ready["result"]["sample"]
     download, image = await image_at(client, ready["result"]["sample"])
@@ -199,16 +182,20 @@ async def test_bfl_kontext_follows_its_reference(client):
         ("flux-2-pro", {"safety_tolerance": 6}, "safety_tolerance"),
         ("flux-2-klein-4b", {"input_image_5": "https://example.com/a.png"}, "input_image_5"),
         ("flux-kontext-pro", {"aspect_ratio": "3:1"}, "aspect_ratio"),
-        ("flux-kontext-pro", {"output_format": "webp"}, "output_format"),
+        ("flux-2-pro", {"width": 0}, "width"),
+        ("flux-2-flex", {"height": 48}, "height"),
+        ("flux-kontext-pro", {"output_format": "gif"}, "output_format"),
     ],
 )
-async def test_bfl_validates_with_422(client, model, body, field):
+async def test_bfl_validates_with_422(
+    client: httpx.AsyncClient, model: str, body: dict[str, Any], field: str
+) -> None:
     response = await bfl_submit(client, model, **body)
     assert response.status_code == 422
     assert ["body", field] in [error["loc"] for error in response.json()["detail"]]
 
 
-async def test_bfl_auth_credits_and_capacity(client):
+async def test_bfl_auth_credits_and_capacity(client: httpx.AsyncClient) -> None:
     assert (await client.post("/v1/flux-2-pro", json={"prompt": "x"})).status_code == 401
     assert (await bfl_submit(client, key="nope")).status_code == 403
     (await client.post("/_sim/credits", json={"key": "k2", "credits": 0})).raise_for_status()
@@ -223,7 +210,7 @@ async def test_bfl_auth_credits_and_capacity(client):
     assert sorted(stats["active"].values()) == [1, 6] and stats["submits"] == 11
 
 
-async def test_bfl_moderation_is_final_and_refunded(client):
+async def test_bfl_moderation_is_final_and_refunded(client: httpx.AsyncClient) -> None:
     submitted = (await bfl_submit(client, prompt="a forbidden thing")).json()
     answer = await poll_until_final(client, submitted["polling_url"])
     assert answer["status"] == "Request Moderated" and answer["details"]
@@ -231,13 +218,13 @@ async def test_bfl_moderation_is_final_and_refunded(client):
     assert credits == {"credits": 100.0}
 
 
-async def test_bfl_final_status_fault(client):
+async def test_bfl_final_status_fault(client: httpx.AsyncClient) -> None:
     await set_faults(client, bfl_final_status="Error")
     submitted = (await bfl_submit(client)).json()
     assert (await poll_until_final(client, submitted["polling_url"]))["status"] == "Error"
 
 
-async def test_requests_are_recorded_and_cleared(client):
+async def test_requests_are_recorded_and_cleared(client: httpx.AsyncClient) -> None:
     await generate(client, seed=3)
     await bfl_submit(client, seed=4)
     recorded = (await client.get("/_sim/requests")).json()["requests"]
@@ -249,7 +236,7 @@ async def test_requests_are_recorded_and_cleared(client):
     assert (await client.get("/_sim/requests")).json() == {"requests": []}
 
 
-async def test_results_handed_out_are_listed_with_their_bytes(client):
+async def test_results_handed_out_are_listed_with_their_bytes(client: httpx.AsyncClient) -> None:
     url = (await generate(client, seed=9)).json()["data"][0]["url"]
     (listed,) = (await client.get("/_sim/results")).json()["results"]
     assert listed["url"] == url and listed["expires"] == float(
@@ -266,7 +253,7 @@ async def test_results_handed_out_are_listed_with_their_bytes(client):
     assert (await client.get("/_sim/results")).json() == {"results": []}
 
 
-async def test_download_faults(client):
+async def test_download_faults(client: httpx.AsyncClient) -> None:
     url = (await generate(client)).json()["data"][0]["url"]
     await set_faults(client, result_status=500, result_status_count=1)
     assert (await client.get(url)).status_code == 500
@@ -284,7 +271,9 @@ async def test_download_faults(client):
     assert (await client.get("/_sim/stats")).json()["result_downloads"] == 5
 
 
-async def test_hang_fault_holds_the_submit_until_the_client_gives_up(client):
+async def test_hang_fault_holds_the_submit_until_the_client_gives_up(
+    client: httpx.AsyncClient,
+) -> None:
     await set_faults(client, hang=True)
     with pytest.raises(httpx.ReadTimeout):
         await client.post(
@@ -294,13 +283,46 @@ async def test_hang_fault_holds_the_submit_until_the_client_gives_up(client):
     assert (await generate(client)).status_code == 200
 
 
-async def test_faults_reject_unknown_settings(client):
+async def test_faults_reject_unknown_settings(client: httpx.AsyncClient) -> None:
     assert (await client.put("/_sim/faults", json={"nope": 1})).status_code == 422
 
 
-def test_cli_arguments_build_the_config():
+def parsed(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    ns = parser.parse_args(["--port", "9", "--keys", "a, b", "--url-ttl", "5", "--latency", "1"])
+    return parser.parse_args(argv)
+
+
+def test_cli_arguments_build_the_config() -> None:
+    ns = parsed("--port", "9", "--keys", "a, b,c", "--url-ttl", "5", "--latency", "1")
     config = config_from_args(ns)
-    assert config.keys == ["a", "b"] and config.url_ttl == 5 and config.latency == 1
+    assert config.keys == ["a", "b", "c"] and config.url_ttl == 5 and config.latency == 1
+    assert (config.max_active, config.accounts, config.poll_host) == (24, {}, "localhost")
+    ns = parsed(
+        "--keys", "a,b,c", "--max-active", "3", "--accounts", "one=a, b; two=c", "--poll-host", ""
+    )
+    config = config_from_args(ns)
+    assert config.max_active == 3 and config.poll_host is None
+    assert config.accounts == {"one": ["a", "b"], "two": ["c"]}
+
+
+@pytest.mark.parametrize("text", ["one", "=a", "one=", "one=a;one=b"])
+def test_cli_refuses_malformed_accounts(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parsed("--accounts", text)
+    assert "expected NAME=KEY,KEY;NAME=KEY with unique names" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--accounts", "one=secret-a;two=secret-a"], "a key belongs to one account only"),
+        (["--keys", "secret-a", "--accounts", "one=secret-b"], "lists a key that `keys`"),
+    ],
+)
+def test_cli_refuses_accounts_that_contradict_the_keys_without_quoting_them(
+    argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        config_from_args(parsed(*argv))
+    assert message in str(stopped.value) and "secret" not in str(stopped.value)
