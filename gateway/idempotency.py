@@ -3,17 +3,26 @@
 The first request claims the key; a concurrent duplicate waits for its answer; a retry after
 it finished gets the stored answer (same links) with no second upstream job. A different body
 under the same key is a 409. A request that fails gives its claim up, so a retry can run.
+
+A record keeps the answer without its inline images: a `b64_json` entry is stored as the id of
+its cached image and read back from the cache on replay, so a record is a few hundred bytes
+whatever `n` and the image sizes (the shipped Redis never evicts), and the replay is the same
+bytes as the first answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
+from gateway.cache import ResultCache, StoredImage
 from gateway.errors import ApiError, Conflict, InvalidRequest, ServiceUnavailable
 from gateway.requests import ParsedRequest
 from gateway.state.base import State, StateUnavailable
@@ -34,9 +43,18 @@ def body_hash(parsed: ParsedRequest) -> str:
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+@dataclass(frozen=True)
+class Replay:
+    """The first answer to a key, to be sent again."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
 class Idempotency:
-    def __init__(self, state: State, wait_s: float) -> None:
+    def __init__(self, state: State, cache: ResultCache, wait_s: float) -> None:
         self.state = state
+        self.cache = cache
         self.wait_s = wait_s
 
     @staticmethod
@@ -48,7 +66,7 @@ class Idempotency:
             )
         return f"{team}:{hashlib.sha256(key.encode()).hexdigest()}"
 
-    async def begin(self, name: str, digest: str) -> bytes | None:
+    async def begin(self, name: str, digest: str) -> Replay | None:
         """None: this request owns the key and must `finish` or `drop` it. Else: the answer."""
         deadline = time.monotonic() + self.wait_s
         delay = FIRST_POLL_S
@@ -62,7 +80,12 @@ class Idempotency:
                     param="Idempotency-Key",
                 )
             if record.state == "done":
-                return record.response
+                replay = await self._replay(record.response)
+                if replay is not None:
+                    return replay
+                log.warning("idempotent answer's image is gone; running the request again")
+                await self.state.idem_drop(name)
+                continue
             if time.monotonic() + delay > deadline:
                 raise ServiceUnavailable(
                     "A request with this Idempotency-Key is still running; retry later.",
@@ -72,10 +95,32 @@ class Idempotency:
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_POLL_S)
 
-    async def finish(self, name: str, response: bytes) -> None:
-        """Store the answer; if the state is down the answer still goes out (and is logged)."""
+    async def _replay(self, stored: bytes) -> Replay | None:
+        """The stored answer with its inline images read back; None if one is gone."""
+        record = orjson.loads(stored)
+        body: dict[str, Any] = record["body"]
+        for index, image_id in record.get("inline", {}).items():
+            image = await self.cache.get(image_id)
+            if image is None:
+                return None
+            data = await self.cache.read(image)
+            body["data"][int(index)]["b64_json"] = base64.b64encode(data).decode("ascii")
+        return Replay(body, record["headers"])
+
+    async def finish(
+        self, name: str, body: dict[str, Any], headers: dict[str, str], images: list[StoredImage]
+    ) -> None:
+        """Store the answer (`images`: behind each `body["data"]` entry, in order) with links
+        to its inline images; if the state is down the answer still goes out (and is logged)."""
+        data = [dict(entry) for entry in body["data"]]
+        inline: dict[str, str] = {}
+        for index, (entry, image) in enumerate(zip(data, images, strict=True)):
+            if "b64_json" in entry:
+                entry["b64_json"] = None
+                inline[str(index)] = image.id
+        record = {"body": {**body, "data": data}, "headers": headers, "inline": inline}
         try:
-            await self.state.idem_finish(name, response)
+            await self.state.idem_finish(name, orjson.dumps(record))
         except (StateUnavailable, ApiError) as exc:
             log.warning("idempotent answer not stored", extra={"error": str(exc)})
 

@@ -316,7 +316,7 @@ async def test_counters_read_sees_admissions_without_taking_any(state: State) ->
     limits = Limits(10, 5, 100, 10_000)
     assert (await state.admit(names, "r1", limits, 3, 90)).refused is None
     assert (await state.admit(names, "r2", limits, 1, 30)).refused is None
-    await state.settle(names, "r1", 1, 30)
+    await state.settle(names, "r1", 2, 60)  # used 2 of its 3 images, 60 of its 90 micro-USD
     read = await state.counters_read(names)
     assert (read.window_requests, read.in_flight, read.day_images, read.month_micros) == (
         2,

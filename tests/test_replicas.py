@@ -13,6 +13,7 @@ import httpx
 import redis as redis_lib
 
 from gateway.keys import fingerprint, hash_key
+from tests.conftest import gateway_settings, start_gateway
 from tests.helpers import RedisServer, Sim, free_port, gateway_process, write_config
 
 KEY = "sk-test-replicas-0123456789"
@@ -142,3 +143,30 @@ def test_killed_replica_leaks_no_capacity(
         sim.faults()
         with ThreadPoolExecutor(2) as burst:
             assert list(burst.map(post, [url_b, url_b])) == [200, 200]
+
+
+def test_gateways_with_their_own_key_prefix_count_apart_on_one_redis(
+    tmp_path: Path, sim: Sim, redis_server: RedisServer
+) -> None:
+    """Two deployments share a Redis: with `state.key_prefix` "one:" and "two:", one team name
+    with `rpm = 1` gets its one request on each, and every key written starts with a prefix."""
+    redis_server.flush()
+    gateways = []
+    for prefix in ("one:", "two:"):
+        settings = gateway_settings(
+            sim, tmp_path / prefix, teams=[{"name": "shared", "keys": [KEY], "rpm": 1}]
+        )
+        settings.state.backend = "redis"
+        settings.state.redis_url = redis_server.url
+        settings.state.key_prefix = prefix
+        gateways.append(start_gateway(settings))
+    try:
+        assert [gw.post(KEY).status_code for gw in gateways] == [200, 200]
+        assert [gw.post(KEY).status_code for gw in gateways] == [429, 429]
+        client = redis_lib.Redis.from_url(redis_server.url)
+        names = [name.decode() for name in client.keys("*")]
+        client.close()
+        assert {name.split(":", 1)[0] for name in names} == {"one", "two"}
+    finally:
+        for gw in gateways:
+            gw.server.stop()

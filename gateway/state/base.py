@@ -13,6 +13,8 @@ from dataclasses import dataclass
 PENDING_TTL_S = 900.0
 DONE_TTL_S = 24 * 3600.0
 USAGE_TTL_S = 400 * 86400.0
+SETTLED_TTL_S = 600.0
+"""How long a settlement made before its admission arrived keeps that admission out."""
 
 
 class StateUnavailable(Exception):
@@ -59,6 +61,18 @@ class CounterValues:
 
 
 @dataclass(frozen=True)
+class SlotCaps:
+    """Jobs one key may run, and the account-wide caps across all keys of a pool (None: none).
+
+    `model` caps one model across the account (BFL: 6 flux-kontext-max jobs per account).
+    """
+
+    per_key: int
+    account: int | None = None
+    model: int | None = None
+
+
+@dataclass(frozen=True)
 class KeyChoice:
     """`index` of the chosen key; else None, with `busy` (all at cap) or `retry_after_s`."""
 
@@ -92,9 +106,15 @@ class State(ABC):
 
     @abstractmethod
     async def settle(
-        self, names: Counters, request_id: str, images_back: int, micros_back: int
+        self, names: Counters, request_id: str, images_used: int, micros_used: int
     ) -> None:
-        """Free the request's lease and return the unused reservation."""
+        """Free the request's lease and charge exactly what it used.
+
+        What its stored reservation still holds is given back and what was used is counted, so
+        a reservation lost to a Redis restart (or given back when its lease expired) gives back
+        nothing, and counters never go below 0. A settlement that finds no reservation keeps a
+        late admission of the same request out (its answer was lost; it must not take a lease).
+        """
 
     @abstractmethod
     async def renew(self, team: str, request_ids: list[str]) -> None:
@@ -106,15 +126,21 @@ class State(ABC):
 
     @abstractmethod
     async def key_acquire(
-        self, pool: str, keys: list[str], model: str, lease_id: str, cap: int, model_cap: int | None
+        self, pool: str, keys: list[str], model: str, lease_id: str, caps: SlotCaps
     ) -> KeyChoice:
-        """A slot on the least busy usable key among `keys` (fingerprints), in their order."""
+        """A slot on the least busy usable key among `keys` (fingerprints), in their order,
+        unless the pool's account is at one of its caps (then busy)."""
 
     @abstractmethod
-    async def key_release(self, pool: str, key: str, model: str, lease_id: str) -> None: ...
+    async def key_release(self, pool: str, key: str, model: str, lease_id: str) -> None:
+        """Free the slot on the key and in the account's counts."""
 
     @abstractmethod
     async def key_renew(self, pool: str, key: str, model: str, lease_ids: list[str]) -> None: ...
+
+    @abstractmethod
+    async def pool_inflight(self, pool: str, model: str | None = None) -> int:
+        """Live slots across every key of the pool's account (of one model, if given)."""
 
     @abstractmethod
     async def key_event(

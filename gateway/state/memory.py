@@ -5,10 +5,12 @@ from __future__ import annotations
 import bisect
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 
 from gateway.state.base import (
     DONE_TTL_S,
     PENDING_TTL_S,
+    SETTLED_TTL_S,
     STREAK_COOLDOWN_S,
     STREAK_LIMIT,
     Admission,
@@ -18,6 +20,7 @@ from gateway.state.base import (
     KeyChoice,
     KeyStatus,
     Limits,
+    SlotCaps,
     State,
 )
 
@@ -31,12 +34,24 @@ def _expire(leases: dict[str, float], now: float) -> dict[str, float]:
     return leases
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """What one admitted request holds, and the counters it holds it in."""
+
+    images: int
+    micros: int
+    day_key: str
+    month_key: str
+
+
 class MemoryState(State):
     def __init__(self, lease_s: float = 30.0) -> None:
         self.lease_s = lease_s
         self._windows: dict[str, deque[float]] = defaultdict(deque)
         self._inflight: dict[str, dict[str, float]] = defaultdict(dict)
         self._counters: dict[str, int] = defaultdict(int)
+        self._reservations: dict[str, dict[str, Reservation]] = defaultdict(dict)
+        self._settled: dict[str, dict[str, float]] = defaultdict(dict)
         self._keys: dict[str, dict[str, float | str]] = defaultdict(dict)
         self._slots: dict[str, dict[str, float]] = defaultdict(dict)
         self._idem: dict[str, tuple[IdemRecord, float]] = {}
@@ -49,6 +64,9 @@ class MemoryState(State):
         self, names: Counters, request_id: str, limits: Limits, images: int, cost_micros: int
     ) -> Admission:
         now = time.time()
+        if request_id in _expire(self._settled[names.team], now):
+            return Admission("settled", 0.0, 0)
+        self._give_back_expired(names.team, now)
         window = self._windows[names.team]
         while window and window[0] <= now - WINDOW_S:
             window.popleft()
@@ -56,7 +74,7 @@ class MemoryState(State):
         reset = window[0] + WINDOW_S - now if window else 0.0
         if limits.rpm is not None and len(window) >= limits.rpm:
             return Admission("rpm", reset, 0)
-        leases = _expire(self._inflight[names.team], now)
+        leases = self._inflight[names.team]
         if limits.max_concurrency is not None and len(leases) >= limits.max_concurrency:
             return Admission("concurrency", 1.0, rpm - len(window))
         day_key, month_key = f"{names.team}:{names.day}", f"{names.team}:{names.month}"
@@ -72,16 +90,36 @@ class MemoryState(State):
             return Admission("budget", 0.0, rpm - len(window))
         window.append(now)
         leases[request_id] = now + self.lease_s
+        self._reservations[names.team][request_id] = Reservation(
+            images, cost_micros, day_key, month_key
+        )
         self._counters[day_key] += images
         self._counters[month_key] += cost_micros
         return Admission(None, window[0] + WINDOW_S - now, rpm - len(window))
 
+    def _give_back_expired(self, team: str, now: float) -> None:
+        """Leases that expired (their process died) give their reservations back."""
+        leases = self._inflight[team]
+        held = self._reservations[team]
+        for request_id in [k for k, until in leases.items() if until <= now]:
+            del leases[request_id]
+            gone = held.pop(request_id, None)
+            if gone is not None:
+                self._counters[gone.day_key] -= gone.images
+                self._counters[gone.month_key] -= gone.micros
+
     async def settle(
-        self, names: Counters, request_id: str, images_back: int, micros_back: int
+        self, names: Counters, request_id: str, images_used: int, micros_used: int
     ) -> None:
         self._inflight[names.team].pop(request_id, None)
-        self._counters[f"{names.team}:{names.day}"] -= images_back
-        self._counters[f"{names.team}:{names.month}"] -= micros_back
+        held = self._reservations[names.team].pop(request_id, None)
+        if held is None:
+            self._settled[names.team][request_id] = time.time() + SETTLED_TTL_S
+        for key, delta in (
+            (f"{names.team}:{names.day}", images_used - (held.images if held else 0)),
+            (f"{names.team}:{names.month}", micros_used - (held.micros if held else 0)),
+        ):
+            self._counters[key] = max(self._counters[key] + delta, 0)
 
     async def renew(self, team: str, request_ids: list[str]) -> None:
         leases = self._inflight[team]
@@ -96,7 +134,7 @@ class MemoryState(State):
         return CounterValues(
             len(window),
             window[0] + WINDOW_S - now if window else 0.0,
-            len(_expire(self._inflight[names.team], now)),
+            sum(until > now for until in self._inflight.get(names.team, {}).values()),
             self._counters.get(f"{names.team}:{names.day}", 0),
             self._counters.get(f"{names.team}:{names.month}", 0),
         )
@@ -104,10 +142,18 @@ class MemoryState(State):
     def _key_state(self, pool: str, key: str) -> dict[str, float | str]:
         return self._keys[f"{pool}:{key}"]
 
+    def _slot_names(self, pool: str, key: str, model: str) -> tuple[str, str, str]:
+        """The key's slots, then the account's, then the account's for this model."""
+        return f"slots:{pool}:{key}", f"account:{pool}", f"account:{pool}:model:{model}"
+
     async def key_acquire(
-        self, pool: str, keys: list[str], model: str, lease_id: str, cap: int, model_cap: int | None
+        self, pool: str, keys: list[str], model: str, lease_id: str, caps: SlotCaps
     ) -> KeyChoice:
         now = time.time()
+        _, account, per_model = self._slot_names(pool, "", model)
+        full = (
+            caps.account is not None and len(_expire(self._slots[account], now)) >= caps.account
+        ) or (caps.model is not None and len(_expire(self._slots[per_model], now)) >= caps.model)
         best: int | None = None
         best_load = 0
         usable = 0
@@ -120,31 +166,33 @@ class MemoryState(State):
                 blocked = float(state["cooldown_until"]) - now
             else:
                 usable += 1
-                load = len(_expire(self._slots[f"{pool}:{key}"], now))
-                model_load = len(_expire(self._slots[f"{pool}:{key}:{model}"], now))
-                has_slot = load < cap and (model_cap is None or model_load < model_cap)
-                if has_slot and (best is None or load < best_load):
+                load = len(_expire(self._slots[self._slot_names(pool, key, model)[0]], now))
+                if not full and load < caps.per_key and (best is None or load < best_load):
                     best, best_load = index, load
                 continue
             wait = blocked if wait is None else min(wait, blocked)
         if best is None:
             return KeyChoice(None, busy=usable > 0, retry_after_s=wait or 0.0)
         until = now + self.lease_s
-        self._slots[f"{pool}:{keys[best]}"][lease_id] = until
-        self._slots[f"{pool}:{keys[best]}:{model}"][lease_id] = until
+        for name in self._slot_names(pool, keys[best], model):
+            self._slots[name][lease_id] = until
         return KeyChoice(best)
 
     async def key_release(self, pool: str, key: str, model: str, lease_id: str) -> None:
-        self._slots[f"{pool}:{key}"].pop(lease_id, None)
-        self._slots[f"{pool}:{key}:{model}"].pop(lease_id, None)
+        for name in self._slot_names(pool, key, model):
+            self._slots[name].pop(lease_id, None)
 
     async def key_renew(self, pool: str, key: str, model: str, lease_ids: list[str]) -> None:
         until = time.time() + self.lease_s
-        for name in (f"{pool}:{key}", f"{pool}:{key}:{model}"):
+        for name in self._slot_names(pool, key, model):
             slots = self._slots[name]
             for lease_id in lease_ids:
                 if lease_id in slots:
                     slots[lease_id] = until
+
+    async def pool_inflight(self, pool: str, model: str | None = None) -> int:
+        _, account, per_model = self._slot_names(pool, "", model or "")
+        return len(_expire(self._slots[account if model is None else per_model], time.time()))
 
     async def key_event(
         self, pool: str, key: str, event: str, seconds: float = -1, detail: str = ""
@@ -181,7 +229,7 @@ class MemoryState(State):
         return {k: str(v) for k, v in self._key_state(pool, key).items()}
 
     async def key_inflight(self, pool: str, key: str) -> int:
-        return len(_expire(self._slots[f"{pool}:{key}"], time.time()))
+        return len(_expire(self._slots[self._slot_names(pool, key, "")[0]], time.time()))
 
     async def idem_begin(self, name: str, body_hash: str) -> IdemRecord | None:
         now = time.time()
