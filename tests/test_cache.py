@@ -18,11 +18,11 @@ import openai
 import orjson
 import pytest
 
-from gateway.cache import CacheUnavailable, ImageMeta, ResultCache, StoredImage, open_cache
+from gateway.cache import ImageMeta, ResultCache, StoredImage, open_cache
 from gateway.cache.filesystem import FilesystemCache
 from gateway.cache.retention import RetentionSweep
 from gateway.cache.s3 import S3Cache
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StorageError
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
 from gateway.state.memory import MemoryState
@@ -294,7 +294,7 @@ async def test_credentials_come_from_the_named_variables(monkeypatch: pytest.Mon
         monkeypatch.setenv("TEST_S3_SECRET", "not-the-secret")
         forged = open_cache(settings)
         assert not await forged.writable()
-        with pytest.raises(CacheUnavailable):
+        with pytest.raises(StorageError):
             await forged.store(chunked(data), "image/png", META)
         assert server.keys(bucket, (key_id, secret)) == [
             f"images/{image.id}",

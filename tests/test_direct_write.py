@@ -47,10 +47,10 @@ def test_filesystem_without_o_direct_gets_plain_writes(
 ) -> None:
     real_open = os.open
 
-    def refusing(path: str, flags: int, mode: int = 0o777) -> int:
+    def refusing(path: str, flags: int, mode: int = 0o777, dir_fd: int | None = None) -> int:
         if flags & os.O_DIRECT:
             raise OSError(errno.EINVAL, "O_DIRECT not supported")
-        return real_open(path, flags, mode)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
 
     monkeypatch.setattr(direct.os, "open", refusing)
     data = os.urandom(STAGE_BYTES + 7)

@@ -2,8 +2,9 @@
 
 Ready means: the shared state answers (required only under `fail-closed`; `fail-open` serves
 without it, so taking every replica out of the load balancer would turn an outage into a
-total one), the cache is writable, some upstream key is usable, and the gateway is not
-draining after SIGTERM.
+total one), the cache is writable (a filesystem cache also with `cache.min_free_mb` free, so
+a replica leaves the load balancer before a full disk loses paid images), some upstream key is
+usable, and the gateway is not draining after SIGTERM.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from gateway.settings import CacheSettings
 __all__ = ["CacheUnavailable", "ImageMeta", "ResultCache", "StoredImage", "open_cache"]
 
 BACKENDS: dict[str, Callable[[CacheSettings], ResultCache]] = {
-    "filesystem": lambda settings: FilesystemCache(settings.dir),
+    "filesystem": FilesystemCache.from_settings,
     "s3": S3Cache.from_settings,
 }
 

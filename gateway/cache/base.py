@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
+from pydantic import TypeAdapter, ValidationError
+
 from gateway import media
 from gateway.errors import ServiceUnavailable
 
@@ -46,6 +48,9 @@ class StoredImage:
     sha256: str
     created: float
     meta: ImageMeta
+    width: int = 0
+    height: int = 0
+    """Read from the stored image's header; 0 in records written before sizes were kept."""
 
     @property
     def filename(self) -> str:
@@ -55,13 +60,27 @@ class StoredImage:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> StoredImage:
-        meta = ImageMeta(**data.pop("meta"))  # type: ignore[arg-type]
-        return cls(meta=meta, **data)  # type: ignore[arg-type]
+    def parse(cls, raw: bytes, image_id: str) -> StoredImage | None:
+        """The record stored under `image_id`, or None if it is not a well-formed one for it.
+
+        Records live in storage the gateway does not fully control: one naming another id
+        (`"../x"`, or a real image's) would make a delete or a read act on that other name.
+        """
+        try:
+            image = _RECORD.validate_json(raw)
+        except ValidationError:
+            return None
+        if image.id != image_id or not valid_id(image.id) or image.size < 0:
+            return None
+        return image if image.content_type in media.EXTENSIONS else None
+
+
+_RECORD = TypeAdapter(StoredImage)
 
 
 class CacheUnavailable(ServiceUnavailable):
-    """The storage behind the cache failed; callers may retry (503), nothing was half-written."""
+    """Reading, listing or deleting failed in the storage behind the cache; callers may retry
+    (503). A failed store is a `StorageError` instead: the image it held was already paid for."""
 
     code = "cache_unavailable"
 
@@ -71,13 +90,18 @@ ByteRange = tuple[int, int]
 
 
 class ResultCache(ABC):
-    """Where results live. `store` consumes a stream whose first chunk is already sniffed."""
+    """Where results live. `store` consumes a stream whose header is already checked."""
 
     @abstractmethod
     async def store(
-        self, chunks: AsyncIterator[bytes], content_type: str, meta: ImageMeta
+        self,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        meta: ImageMeta,
+        dimensions: tuple[int, int] = (0, 0),
     ) -> StoredImage:
-        """Write the stream atomically; a failure midway leaves nothing behind."""
+        """Write the stream and its record, both or neither; a failure of the storage itself
+        is a `StorageError` (the image was paid for: the client must not retry)."""
 
     @abstractmethod
     async def get(self, image_id: str) -> StoredImage | None:
@@ -92,7 +116,7 @@ class ResultCache(ABC):
 
     @abstractmethod
     async def writable(self) -> bool:
-        """Whether a write would succeed now (for readiness)."""
+        """Whether a write would succeed now and there is room for more (for readiness)."""
 
     @abstractmethod
     async def scan(self, after: str | None, limit: int) -> list[StoredImage]:
@@ -105,6 +129,13 @@ class ResultCache(ABC):
     @abstractmethod
     async def delete(self, image: StoredImage) -> None:
         """Remove an image and its record; the record goes first, so no link outlives it."""
+
+    async def remove_strays(self, after: str | None, upto: str | None, older_than_s: float) -> int:
+        """Remove what a crash left half-made (temporary files, an image without its record or
+        a record without its image) among the ids after `after` up to `upto` (None: no bound),
+        once older than `older_than_s`; how many entries went. Stores still running are
+        younger than that, so they are never touched."""
+        return 0
 
     async def presign(self, image: StoredImage, ttl_s: float) -> str | None:
         """A short-lived direct URL to the bytes, where the backend can sign one."""

@@ -45,23 +45,24 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[os.write(fd, data) :]
 
 
-def _create(path: str) -> tuple[int, bool]:
+def _create(path: str, dir_fd: int | None) -> tuple[int, bool]:
     """The new file's descriptor, and whether it was opened with O_DIRECT."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     if O_DIRECT:
         try:
-            return os.open(path, flags | O_DIRECT, 0o644), True
+            return os.open(path, flags | O_DIRECT, 0o644, dir_fd=dir_fd), True
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
-    return os.open(path, flags, 0o644), False
+    return os.open(path, flags, 0o644, dir_fd=dir_fd), False
 
 
 class NewFile:
-    """A file created exclusively at `path` and filled by `write`; `close` makes it whole."""
+    """A file created exclusively at `path` (relative to the folder `dir_fd`, if given) and
+    filled by `write`; `close` makes it whole."""
 
-    def __init__(self, path: str) -> None:
-        self.fd, direct = _create(path)
+    def __init__(self, path: str, dir_fd: int | None = None) -> None:
+        self.fd, direct = _create(path, dir_fd)
         self.buffer: mmap.mmap | None = _take_buffer() if direct else None
         self.staged = 0
         self.size = 0
@@ -90,8 +91,10 @@ class NewFile:
             self.buffer.move(0, length, rest)
         self.staged = rest
 
-    def close(self) -> None:
-        """Flush the padded tail, cut the file to its real size and close it."""
+    def close(self, sync: bool = False) -> None:
+        """Flush the padded tail, cut the file to its real size and close it; with `sync`,
+        data and size reach stable storage first (O_DIRECT skips the page cache, not the
+        drive's cache nor the metadata)."""
         try:
             if self.buffer is not None and self.staged:
                 padded = -(-self.staged // BLOCK) * BLOCK
@@ -99,6 +102,8 @@ class NewFile:
                 self.staged = padded
                 self._write_staged(padded)
                 os.ftruncate(self.fd, self.size)
+            if sync:
+                os.fsync(self.fd)
         finally:
             self.abandon()
 

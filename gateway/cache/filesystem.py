@@ -1,23 +1,29 @@
 """The embedded cache: one file per image plus a JSON record, sharded by id prefix.
 
-Writes go to a temporary file in the target folder and are renamed into place, so a reader
-never sees half an image; all file work runs in worker threads, off the event loop.
+A store is all or nothing: the image goes to a temporary file that is renamed into place,
+then the record likewise, and a failure at any step removes whatever was made. With
+`cache.fsync` both files and then their folder are flushed before the link is handed out.
+The folder's contents are not trusted (`folder`): no symlink is followed, no record naming
+another id is believed. All file work runs in worker threads, off the event loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import anyio
+import anyio.to_thread
 import orjson
 
+from gateway.cache import folder, strays
 from gateway.cache.base import (
     ByteRange,
     ImageMeta,
@@ -27,72 +33,90 @@ from gateway.cache.base import (
     valid_id,
 )
 from gateway.cache.direct import NewFile
+from gateway.errors import StorageError
+from gateway.settings import CacheSettings
 
 SPILL_AT = 2 * 1024 * 1024
 READ_CHUNK = 256 * 1024
+MIB = 1024 * 1024
+T = TypeVar("T")
 
 
 class _Writer:
     """The blocking half of a store: runs only in worker threads."""
 
-    def __init__(self, data_path: Path, meta_path: Path) -> None:
-        self.data_path = data_path
-        self.meta_path = meta_path
-        self.tmp = data_path.with_name(f".{data_path.name}.part")
+    def __init__(self, root: Path, image_id: str, sync: bool) -> None:
+        self.root = root
+        self.id = image_id
+        self.sync = sync
+        self.record = f"{image_id}.json"
+        self.temporary = (f".{image_id}.part", f".{image_id}.json.part")
         self.digest = hashlib.sha256()
+        self.shard = -1
         self.out: NewFile | None = None
 
     def write(self, parts: list[bytes]) -> None:
         if self.out is None:
-            self.data_path.parent.mkdir(parents=True, exist_ok=True)
-            self.out = NewFile(str(self.tmp))
+            self.shard = folder.make_shard(self.root, self.id[:2], self.sync)
+            self.out = NewFile(self.temporary[0], dir_fd=self.shard)
         for part in parts:
             self.digest.update(part)
             self.out.write(part)
 
-    def commit(self, parts: list[bytes], record: dict[str, Any]) -> StoredImage:
+    def commit(self, parts: list[bytes], record: StoredImage) -> StoredImage:
+        """Image, then record, then (with `sync`) the folder entries of both."""
         self.write(parts)
         assert self.out is not None
-        self.out.close()
-        os.replace(self.tmp, self.data_path)
-        image = StoredImage.from_json(
-            {
-                **record,
-                "size": self.out.size,
-                "sha256": self.digest.hexdigest(),
-                "created": time.time(),
-            }
-        )
-        _write_atomically(self.meta_path, orjson.dumps(image.to_json()))
+        self.out.close(sync=self.sync)
+        folder.rename(self.shard, self.temporary[0], self.id)
+        image = dataclasses.replace(record, size=self.out.size, sha256=self.digest.hexdigest())
+        folder.write_file(self.shard, self.temporary[1], orjson.dumps(image.to_json()), self.sync)
+        folder.rename(self.shard, self.temporary[1], self.record)
+        if self.sync:
+            os.fsync(self.shard)
+        self._close_shard()
         return image
 
     def discard(self) -> None:
+        """Remove every name this store may have made; the store's own error is the one told."""
         if self.out is not None:
             self.out.abandon()
-        self.tmp.unlink(missing_ok=True)
+        if self.shard >= 0:
+            for name in (self.record, self.id, *self.temporary):
+                with contextlib.suppress(OSError):
+                    folder.remove(self.shard, name)
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        if self.shard >= 0:
+            os.close(self.shard)
+            self.shard = -1
 
 
 class FilesystemCache(ResultCache):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, fsync: bool = True, min_free_mb: float = 0) -> None:
         self.root = Path(root).resolve()
+        self.fsync = fsync
+        self.min_free_bytes = int(min_free_mb * MIB)
 
-    def _paths(self, image_id: str) -> tuple[Path, Path]:
-        folder = self.root / image_id[:2]
-        return folder / image_id, folder / f"{image_id}.json"
-
-    def local_path(self, image: StoredImage) -> Path:
-        return self._paths(image.id)[0]
+    @classmethod
+    def from_settings(cls, settings: CacheSettings) -> FilesystemCache:
+        return cls(settings.dir, settings.fsync, settings.min_free_mb)
 
     async def store(
-        self, chunks: AsyncIterator[bytes], content_type: str, meta: ImageMeta
+        self,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        meta: ImageMeta,
+        dimensions: tuple[int, int] = (0, 0),
     ) -> StoredImage:
         """Buffer up to SPILL_AT in memory, then stream to a temporary file; commit in one hop.
 
-        A typical image costs one worker-thread call (write, hash, rename, record); a larger
+        A typical image costs one worker-thread call (write, flush, rename, record); a larger
         one adds one call per SPILL_AT written, so memory per download stays bounded.
         """
         image_id = new_image_id()
-        writer = _Writer(*self._paths(image_id))
+        writer = _Writer(self.root, image_id, self.fsync)
         parts: list[bytes] = []
         pending = 0
         try:
@@ -100,10 +124,10 @@ class FilesystemCache(ResultCache):
                 parts.append(chunk)
                 pending += len(chunk)
                 if pending >= SPILL_AT:
-                    await anyio.to_thread.run_sync(writer.write, parts)
+                    await _storing(writer.write, parts)
                     parts, pending = [], 0
-            record = {"id": image_id, "content_type": content_type, "meta": asdict(meta)}
-            return await anyio.to_thread.run_sync(writer.commit, parts, record)
+            record = StoredImage(image_id, content_type, 0, "", time.time(), meta, *dimensions)
+            return await _storing(writer.commit, parts, record)
         except BaseException:
             await anyio.to_thread.run_sync(writer.discard)
             raise
@@ -111,85 +135,118 @@ class FilesystemCache(ResultCache):
     async def get(self, image_id: str) -> StoredImage | None:
         if not valid_id(image_id):
             return None
+        raw = await anyio.to_thread.run_sync(self._read_record, image_id)
+        return None if raw is None else StoredImage.parse(raw, image_id)
+
+    def _read_record(self, image_id: str) -> bytes | None:
         try:
-            raw = await anyio.Path(self._paths(image_id)[1]).read_bytes()
+            with folder.shard(self.root, image_id[:2]) as shard:
+                return folder.read_file(shard, f"{image_id}.json")
         except FileNotFoundError:
             return None
-        return StoredImage.from_json(orjson.loads(raw))
+
+    def _open_image(self, image_id: str) -> int:
+        with folder.shard(self.root, image_id[:2]) as shard:
+            return folder.open_file(shard, image_id)
 
     async def open(
         self, image: StoredImage, byte_range: ByteRange | None = None
     ) -> AsyncIterator[bytes]:
         first, last = byte_range or (0, image.size - 1)
         left = last - first + 1
-        async with await anyio.open_file(self.local_path(image), "rb") as source:
+        fd = await anyio.to_thread.run_sync(self._open_image, image.id)
+        async with anyio.wrap_file(os.fdopen(fd, "rb")) as source:
             await source.seek(first)
             while left > 0 and (chunk := await source.read(min(READ_CHUNK, left))):
                 left -= len(chunk)
                 yield chunk
 
     async def read(self, image: StoredImage) -> bytes:
-        return await anyio.Path(self.local_path(image)).read_bytes()
+        return await anyio.to_thread.run_sync(self._read_image, image.id)
+
+    def _read_image(self, image_id: str) -> bytes:
+        with os.fdopen(self._open_image(image_id), "rb") as source:
+            return source.read()
 
     async def writable(self) -> bool:
-        probe = self.root / f".ready-{os.getpid()}"
+        return await anyio.to_thread.run_sync(self._writable)
+
+    def _writable(self) -> bool:
+        """A probe file can be made and removed, and `cache.min_free_mb` is still free."""
+        probe = f".ready-{os.getpid()}"
         try:
-            await anyio.Path(self.root).mkdir(parents=True, exist_ok=True)
-            await anyio.Path(probe).write_bytes(b"ok")
-            await anyio.Path(probe).unlink()
+            self.root.mkdir(parents=True, exist_ok=True)
+            root = os.open(self.root, folder.FOLDER_FLAGS)
+            try:
+                folder.remove(root, probe)
+                folder.write_file(root, probe, b"ok", sync=False)
+                folder.remove(root, probe)
+            finally:
+                os.close(root)
+            space = os.statvfs(self.root)
         except OSError:
             return False
-        return True
+        return space.f_bavail * space.f_frsize >= self.min_free_bytes
 
     async def scan(self, after: str | None, limit: int) -> list[StoredImage]:
-        records = await anyio.to_thread.run_sync(_scan_records, self.root, after, limit)
-        return [StoredImage.from_json(orjson.loads(raw)) for raw in records]
+        return await anyio.to_thread.run_sync(_scan_records, self.root, after, limit)
 
     async def delete(self, image: StoredImage) -> None:
-        data_path, meta_path = self._paths(image.id)
-        await anyio.Path(meta_path).unlink(missing_ok=True)
-        await anyio.Path(data_path).unlink(missing_ok=True)
+        await anyio.to_thread.run_sync(self._delete, image.id)
+
+    def _delete(self, image_id: str) -> None:
+        if not valid_id(image_id):
+            return
+        with contextlib.suppress(FileNotFoundError), folder.shard(self.root, image_id[:2]) as shard:
+            folder.remove(shard, f"{image_id}.json")
+            folder.remove(shard, image_id)
 
     async def count(self) -> int:
         return await anyio.to_thread.run_sync(_count_records, self.root)
 
+    async def remove_strays(self, after: str | None, upto: str | None, older_than_s: float) -> int:
+        return await anyio.to_thread.run_sync(
+            strays.remove_strays, self.root, after, upto, older_than_s
+        )
+
+
+async def _storing(step: Callable[..., T], *args: object) -> T:
+    """One blocking step of a store; the disk's failure becomes the client's `StorageError`."""
+    try:
+        return await anyio.to_thread.run_sync(step, *args)
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        raise StorageError(f"The image could not be stored: {exc.strerror} ({code}).") from exc
+
 
 def _count_records(root: Path) -> int:
     """Every image has one `<id>.json` record in its two-character shard folder."""
-    if not root.is_dir():
-        return 0
     count = 0
-    for shard in root.iterdir():
-        if len(shard.name) != 2:
-            continue
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            names = os.listdir(shard)
-            count += sum(1 for n in names if n.endswith(".json") and valid_id(n[: -len(".json")]))
+    for name in folder.shard_names(root):
+        with contextlib.suppress(FileNotFoundError), folder.shard(root, name) as shard:
+            count += sum(1 for n in os.listdir(shard) if _record_id(n) is not None)
     return count
 
 
-def _scan_records(root: Path, after: str | None, limit: int) -> list[bytes]:
-    """The raw records of the first `limit` ids above `after`, shard by shard in id order."""
-    if not root.is_dir():
-        return []
+def _record_id(name: str) -> str | None:
+    image_id = name.removesuffix(".json")
+    return image_id if image_id != name and valid_id(image_id) else None
+
+
+def _scan_records(root: Path, after: str | None, limit: int) -> list[StoredImage]:
+    """The first `limit` well-formed records of ids above `after`, shard by shard in id order."""
     start = after or ""
-    records: list[bytes] = []
-    for shard in sorted(n for n in os.listdir(root) if len(n) == 2 and n >= start[:2]):
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            ids = sorted(
-                n.removesuffix(".json") for n in os.listdir(root / shard) if n.endswith(".json")
-            )
+    records: list[StoredImage] = []
+    for name in folder.shard_names(root):
+        if name < start[:2]:
+            continue
+        with contextlib.suppress(FileNotFoundError), folder.shard(root, name) as shard:
+            ids = sorted(i for n in os.listdir(shard) if (i := _record_id(n)) and i > start)
             for image_id in ids:
-                if image_id <= start or not valid_id(image_id):
-                    continue
                 with contextlib.suppress(FileNotFoundError):
-                    records.append((root / shard / f"{image_id}.json").read_bytes())
+                    image = StoredImage.parse(folder.read_file(shard, f"{image_id}.json"), image_id)
+                    if image is not None:
+                        records.append(image)
                 if len(records) >= limit:
                     return records
     return records
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -3,7 +3,10 @@
 Upstream links die after about ten minutes, so the download happens at once, retried with
 backoff while the link can still be valid. At most `download_concurrency` downloads run at a
 time, so memory stays bounded however many jobs finish together. Only allowed hosts are
-fetched; the body is streamed with a size cap and must start with PNG, JPEG or WebP magic bytes.
+fetched, and only at public addresses or ones listed literally (`addresses`); the body is
+streamed with a size cap, must start with PNG, JPEG or WebP magic bytes and carry a header
+Pillow can read. A failure of the cache itself is not retried: it is the client's
+`StorageError`, which says not to retry either, as the upstream was already paid.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import aiohttp
+import anyio.to_thread
 
 from gateway import media
-from gateway.cache.base import CacheUnavailable, ImageMeta, ResultCache, StoredImage
-from gateway.errors import UpstreamError
+from gateway.cache import addresses
+from gateway.cache.base import ImageMeta, ResultCache, StoredImage
+from gateway.errors import StorageError, UpstreamError
 from gateway.http_session import LazySession
+from gateway.image_header import size_of
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
 
@@ -27,6 +33,8 @@ LINK_LIFETIME_S = 600.0
 MAX_BACKOFF_S = 8.0
 CONNECT_TIMEOUT_S = 10.0
 READ_BUFFER = 1024 * 1024
+HEADER_BYTES = 1024 * 1024
+"""How much of a result is read before its header is judged (JPEG metadata can precede it)."""
 
 
 class RehostFailed(Exception):
@@ -40,8 +48,13 @@ class Rehoster:
     def __init__(self, settings: CacheSettings, cache: ResultCache, metrics: Metrics) -> None:
         self.settings = settings
         self.cache = cache
+        self.listed = addresses.literals(settings.allowed_result_hosts)
         self._session = LazySession(
-            connector={"limit": 0, "keepalive_timeout": 30},
+            connector={
+                "limit": 0,
+                "keepalive_timeout": 30,
+                "resolver": addresses.GuardedResolver(self.listed),
+            },
             timeout=aiohttp.ClientTimeout(
                 total=settings.download_timeout_s, sock_connect=CONNECT_TIMEOUT_S
             ),
@@ -66,6 +79,13 @@ class Rehoster:
             raise RehostFailed(
                 "host", f"result host {host!r} is not in allowed_result_hosts", False
             )
+        literal = addresses.parse(host)
+        if literal is not None and not addresses.permitted(literal, self.listed):
+            raise RehostFailed(
+                "private_address",
+                f"result host {host!r} is a non-public address not listed literally",
+                False,
+            )
 
     async def rehost(self, url: str, meta: ImageMeta) -> StoredImage:
         """Download and store `url`; retried while the link may live, then a clear 502."""
@@ -80,6 +100,9 @@ class Rehoster:
                     return await self._download(url, meta)
             except RehostFailed as exc:
                 failure = exc
+            except StorageError:
+                self.metrics.rehost_failures.labels(reason="storage").inc()
+                raise
             last = attempts_left == 0 or time.monotonic() + delay >= deadline
             if last or not failure.retryable:
                 self.metrics.rehost_failures.labels(reason=failure.reason).inc()
@@ -104,25 +127,25 @@ class Rehoster:
                 if length is not None and length > self.max_bytes:
                     raise RehostFailed("too_large", "result is larger than max_result_mb", False)
                 chunks = response.content.iter_chunked(READ_BUFFER)
-                head = await _first_bytes(chunks)
-                content_type = media.sniff(head)
-                if content_type is None:
-                    raise RehostFailed(
-                        "not_image", "result is not a PNG, JPEG or WebP image", False
-                    )
-                image = await self.cache.store(self._capped(head, chunks), content_type, meta)
+                head = await _head(chunks, min(HEADER_BYTES, self.max_bytes + 1))
+                content_type, dimensions = await _checked(head)
+                image = await self.cache.store(
+                    self._capped(head, chunks), content_type, meta, dimensions
+                )
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, addresses.RefusedAddress):
+                raise RehostFailed("private_address", str(exc.os_error), False) from exc
+            raise RehostFailed("network", f"download failed ({type(exc).__name__})", True) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RehostFailed("network", f"download failed ({type(exc).__name__})", True) from exc
-        except CacheUnavailable as exc:
-            raise RehostFailed(
-                "storage", f"the cache could not store it ({exc.message})", True
-            ) from exc
         self.metrics.rehost_bytes.inc(image.size)
         self.metrics.cache_objects.inc()
         return image
 
     async def _capped(self, head: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         size = len(head)
+        if size > self.max_bytes:
+            raise RehostFailed("too_large", "result is larger than max_result_mb", False)
         yield head
         async for chunk in chunks:
             size += len(chunk)
@@ -131,10 +154,24 @@ class Rehoster:
             yield chunk
 
 
-async def _first_bytes(chunks: AsyncIterator[bytes]) -> bytes:
-    head = b""
+async def _head(chunks: AsyncIterator[bytes], size: int) -> bytes:
+    """The first `size` bytes or more, or all of a shorter stream."""
+    head = bytearray()
     async for chunk in chunks:
         head += chunk
-        if len(head) >= media.SNIFF_BYTES:
+        if len(head) >= size:
             break
-    return head
+    return bytes(head)
+
+
+async def _checked(head: bytes) -> tuple[str, tuple[int, int]]:
+    """The content type (from the magic bytes) and size (from a header Pillow can read)."""
+    content_type = media.sniff(head)
+    if content_type is None:
+        raise RehostFailed("not_image", "result is not a PNG, JPEG or WebP image", False)
+    dimensions = await anyio.to_thread.run_sync(size_of, head)
+    if dimensions is None:
+        raise RehostFailed(
+            "bad_header", f"result starts like {content_type} but has no readable header", False
+        )
+    return content_type, dimensions

@@ -36,7 +36,7 @@ from gateway.cache.base import (
     new_image_id,
     valid_id,
 )
-from gateway.errors import ConfigError
+from gateway.errors import ApiError, ConfigError, StorageError
 from gateway.settings import CacheSettings
 
 if TYPE_CHECKING:
@@ -84,7 +84,11 @@ class S3Cache(ResultCache):
         return cls(store)
 
     async def store(
-        self, chunks: AsyncIterator[bytes], content_type: str, meta: ImageMeta
+        self,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        meta: ImageMeta,
+        dimensions: tuple[int, int] = (0, 0),
     ) -> StoredImage:
         image_id = new_image_id()
         digest = hashlib.sha256()
@@ -100,7 +104,7 @@ class S3Cache(ResultCache):
         stream = counted()
         head, more = await _take(stream, PART_SIZE)
         body: bytes | AsyncIterator[bytes] = _chain(head, stream) if more else head
-        with _storage_errors():
+        with _storage_errors(StorageError):
             await obstore.put_async(
                 self.objects,
                 _image_key(image_id),
@@ -110,9 +114,11 @@ class S3Cache(ResultCache):
                 chunk_size=PART_SIZE,
                 max_concurrency=PARTS_IN_FLIGHT,
             )
-        image = StoredImage(image_id, content_type, size, digest.hexdigest(), time.time(), meta)
+        image = StoredImage(
+            image_id, content_type, size, digest.hexdigest(), time.time(), meta, *dimensions
+        )
         record = orjson.dumps(image.to_json())
-        with _storage_errors():
+        with _storage_errors(StorageError):
             try:
                 await obstore.put_async(self.objects, _meta_key(image_id), record)
             except BaseError:
@@ -123,16 +129,16 @@ class S3Cache(ResultCache):
     async def get(self, image_id: str) -> StoredImage | None:
         if not valid_id(image_id):
             return None
-        return await self._record(_meta_key(image_id))
+        return await self._record(image_id)
 
-    async def _record(self, key: str) -> StoredImage | None:
+    async def _record(self, image_id: str) -> StoredImage | None:
         try:
             with _storage_errors():
-                result = await obstore.get_async(self.objects, key)
+                result = await obstore.get_async(self.objects, _meta_key(image_id))
                 raw = await result.bytes_async()
         except FileNotFoundError:
             return None
-        return StoredImage.from_json(orjson.loads(bytes(raw)))
+        return StoredImage.parse(bytes(raw), image_id)
 
     async def open(
         self, image: StoredImage, byte_range: ByteRange | None = None
@@ -163,14 +169,14 @@ class S3Cache(ResultCache):
         with _storage_errors():
             listing = obstore.list(self.objects, prefix="meta", offset=offset, chunk_size=limit)
             page: Sequence[ObjectMeta] = await anext(listing, [])
-        keys = sorted(m["path"] for m in page if _is_record(m["path"]))
+        ids = sorted(i for m in page if (i := _record_id(m["path"])) is not None)
         gate = asyncio.Semaphore(SCAN_READS)
 
-        async def read(key: str) -> StoredImage | None:
+        async def read(image_id: str) -> StoredImage | None:
             async with gate:
-                return await self._record(key)
+                return await self._record(image_id)
 
-        records = await asyncio.gather(*(read(key) for key in keys))
+        records = await asyncio.gather(*(read(image_id) for image_id in ids))
         return [r for r in records if r is not None]
 
     async def delete(self, image: StoredImage) -> None:
@@ -187,7 +193,7 @@ class S3Cache(ResultCache):
         total = 0
         with _storage_errors():
             async for page in obstore.list(self.objects, prefix="meta", chunk_size=1000):
-                total += sum(1 for m in page if _is_record(m["path"]))
+                total += sum(1 for m in page if _record_id(m["path"]) is not None)
         return total
 
 
@@ -199,20 +205,23 @@ def _meta_key(image_id: str) -> str:
     return f"meta/{image_id}.json"
 
 
-def _is_record(key: str) -> bool:
+def _record_id(key: str) -> str | None:
+    """The id a record's key names, or None for any other key."""
     name = key.rsplit("/", 1)[-1]
-    return name.endswith(".json") and valid_id(name.removesuffix(".json"))
+    image_id = name.removesuffix(".json")
+    return image_id if image_id != name and valid_id(image_id) else None
 
 
 @contextlib.contextmanager
-def _storage_errors() -> Iterator[None]:
-    """obstore's failures become the cache's own; a missing key is FileNotFoundError, as on disk."""
+def _storage_errors(failure: type[ApiError] = CacheUnavailable) -> Iterator[None]:
+    """obstore's failures become the cache's own (`failure`: a read may be retried, a store of
+    a paid image may not); a missing key is FileNotFoundError, as on disk."""
     try:
         yield
     except NotFoundError as exc:
         raise FileNotFoundError(str(exc)) from exc
     except BaseError as exc:
-        raise CacheUnavailable(f"The image store failed ({type(exc).__name__}).") from exc
+        raise failure(f"The image store failed ({type(exc).__name__}).") from exc
 
 
 async def _take(stream: AsyncIterator[bytes], size: int) -> tuple[bytes, bool]:
