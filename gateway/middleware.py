@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, metrics and access logs; body limits; bearer auth."""
+"""Pure ASGI middleware: request ids, metrics and access logs; body limits; bearer auth; the
+team's rate pre-check. A refusal that leaves a body unread closes the connection."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -14,12 +15,15 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.responses import error_response
-from gateway.errors import AuthenticationFailed, RequestTimeout, RequestTooLarge
+from gateway.errors import ApiError, AuthenticationFailed, RequestTimeout, RequestTooLarge
 from gateway.logs import now_ms
 from gateway.metrics import Metrics
 
 access_log = logging.getLogger("gateway.access")
 AUTH_PREFIX = "/v1/"
+IMAGE_PREFIX = "/v1/images/"
+PRECHECK_MIN_BODY = 64 * 1024
+CLOSE = {"connection": "close"}
 PROBES = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
@@ -107,7 +111,7 @@ class BodyLimit:
     """413 for bodies over the cap: at once by Content-Length, else as soon as it is exceeded.
 
     A body must also arrive whole within `timeout_s`, so a client that never finishes sending
-    (slowloris) gets a 408 instead of holding a request slot forever.
+    (slowloris) gets a 408 and loses the connection instead of holding it forever.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, limit_mb: float, timeout_s: float) -> None:
@@ -117,7 +121,8 @@ class BodyLimit:
         self.timeout_s = timeout_s
 
     def _error(self) -> RequestTooLarge:
-        return RequestTooLarge(f"The request body is larger than {self.limit_mb:g} MB.")
+        message = f"The request body is larger than {self.limit_mb:g} MB."
+        return RequestTooLarge(message, headers=CLOSE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,7 +130,7 @@ class BodyLimit:
             return
         length = Headers(scope=scope).get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await error_response(self._error(), {"connection": "close"})(scope, receive, send)
+            await error_response(self._error())(scope, receive, send)
             return
         seen = 0
         complete = False
@@ -140,7 +145,7 @@ class BodyLimit:
                     message = await receive()
             except TimeoutError:
                 raise RequestTimeout(
-                    f"The request body did not arrive within {self.timeout_s:g} s."
+                    f"The request body did not arrive within {self.timeout_s:g} s.", headers=CLOSE
                 ) from None
             seen += len(message.get("body", b""))
             complete = not message.get("more_body", False)
@@ -157,6 +162,21 @@ def _bearer(scope: Scope) -> tuple[str, str | None]:
     scheme, _, key = header.partition(" ")
     key = key.strip()
     return header, key if scheme.lower() == "bearer" and key else None
+
+
+def _body_size(scope: Scope) -> int | None:
+    """The declared body size: 0 for none, None when it streams (chunked)."""
+    headers = Headers(scope=scope)
+    if "transfer-encoding" in headers:
+        return None
+    length = headers.get("content-length", "0")
+    return int(length) if length.isdigit() else 0
+
+
+def _unread_body(scope: Scope) -> dict[str, str]:
+    """`connection: close` for a refusal that leaves a body unread, so the server stops
+    receiving it instead of draining it for the next request on the connection."""
+    return {} if _body_size(scope) == 0 else CLOSE
 
 
 def _refusal(header: str) -> AuthenticationFailed:
@@ -179,9 +199,33 @@ class ClientAuth:
         header, key = _bearer(scope)
         team = self.team_for_key(key) if key is not None else None
         if team is None:
-            await error_response(_refusal(header))(scope, receive, send)
+            await error_response(_refusal(header), _unread_body(scope))(scope, receive, send)
             return
         scope.setdefault("state", {})["team"] = team
+        await self.app(scope, receive, send)
+
+
+class TeamPrecheck:
+    """The team's 429 for an image request before its body is read, when `refusal` (live
+    counters, nothing reserved) already knows it; admission still runs after the body.
+
+    Bodies under `PRECHECK_MIN_BODY` are cheap to read and admission refuses them the same
+    way, so they skip the extra state read.
+    """
+
+    def __init__(self, app: ASGIApp, refusal: Callable[[Any], Awaitable[ApiError | None]]) -> None:
+        self.app = app
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        team = scope.get("state", {}).get("team")
+        if team is not None and scope["path"].startswith(IMAGE_PREFIX):
+            size = _body_size(scope)
+            if size is None or size >= PRECHECK_MIN_BODY:
+                error = await self.refusal(team)
+                if error is not None:
+                    await error_response(error, CLOSE)(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
 

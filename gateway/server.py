@@ -12,6 +12,7 @@ import math
 import os
 import resource
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,10 +22,11 @@ from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
 from gateway.app import create_app
+from gateway.connections import HeadLimits, protocol_factory
 from gateway.drain import drain_on_sigterm
-from gateway.errors import ConfigError
 from gateway.logs import configure
 from gateway.metrics import MULTIPROC_ENV, multiprocess_dir
+from gateway.preflight import CannotStart, assemble
 from gateway.settings import Settings
 
 BACKLOG = 4096
@@ -33,11 +35,17 @@ once must wait in line rather than have their SYNs dropped (the kernel caps it a
 
 
 def uvicorn_config(app: object, settings: Settings, **extra: object) -> uvicorn.Config:
+    """uvicorn with the gateway's connection protocol: capped heads, a deadline to send one."""
+    server = settings.server
+    limits = HeadLimits(
+        int(server.max_header_kb * 1024), server.max_header_fields, server.header_timeout_s
+    )
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
-        host=settings.server.host,
-        port=settings.server.port,
-        timeout_graceful_shutdown=math.ceil(settings.server.drain_s),
+        host=server.host,
+        port=server.port,
+        http=protocol_factory(limits),  # type: ignore[arg-type]
+        timeout_graceful_shutdown=math.ceil(server.drain_s),
         log_config=None,
         access_log=False,
         server_header=False,
@@ -75,7 +83,7 @@ class Supervisor(Multiprocess):
     def _forget(self, before: set[int | None]) -> None:
         for pid in before - {process.pid for process in self.processes}:
             if pid is not None:
-                multiprocess.mark_process_dead(pid)
+                multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def fresh_metrics_dir(workers: int) -> Path | None:
@@ -100,9 +108,10 @@ def fresh_metrics_dir(workers: int) -> Path | None:
 
 def _built(settings: Settings) -> Starlette:
     try:
-        return create_app(settings)
-    except ConfigError as exc:
-        raise SystemExit(f"flux-gateway: {exc}") from None
+        return assemble(settings)
+    except CannotStart as refused:
+        print(refused, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def raise_open_file_limit() -> None:
