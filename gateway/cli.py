@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from gateway.errors import ConfigError
 from gateway.keys import hash_key, new_client_key
 from gateway.settings import Settings
-
-DEMO_HINT = "To try the gateway without an upstream account, run: flux-gateway demo"
 
 
 def _load(path: str | None) -> Settings:
@@ -22,21 +21,12 @@ def _load(path: str | None) -> Settings:
         raise SystemExit(f"flux-gateway: the configuration is invalid:\n{exc}") from None
 
 
-def missing_for_serve(settings: Settings) -> list[str]:
-    """What a config lacks before `serve` can do anything useful and safe."""
-    missing = []
-    if not settings.upstreams:
-        missing.append("no [[upstreams]] are configured")
-    for upstream in settings.upstreams:
-        if not upstream.resolved_keys():
-            where = f"the environment variable {upstream.keys_env}" if upstream.keys_env else "keys"
-            missing.append(f"upstream {upstream.name!r} has no keys (set {where})")
-    if not any(team.key_hashes or team.keys for team in settings.teams):
-        missing.append(
-            "no [[teams]] with key_hashes are configured "
-            "(make one: flux-gateway keys new --team NAME)"
-        )
-    return missing
+def port_number(text: str) -> int:
+    """A TCP port, refused by argparse otherwise (uvicorn would wrap 70000 round silently)."""
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1-65535)")
+    return port
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -47,15 +37,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.server.host = args.host
     if args.port:
         settings.server.port = args.port
-    missing = missing_for_serve(settings)
-    if missing:
-        print("flux-gateway serve: cannot start:", file=sys.stderr)
-        for line in missing:
-            print(f"  - {line}", file=sys.stderr)
-        print(
-            f"Pass --config FILE or set GATEWAY_CONFIG (see config/). {DEMO_HINT}", file=sys.stderr
-        )
-        return 2
     server.serve(settings, args.config, workers=args.workers)
     return 0
 
@@ -63,40 +44,64 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway import demo
 
-    demo.run(args.host, args.port, args.data_dir)
+    demo.run(args.host, args.port, args.data_dir, new_key=args.new_key, log_level=args.log_level)
     return 0
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
     import asyncio
 
+    from gateway.listen import ListenError, listen
     from gateway.sim.cli import config_from_args, serve_sim
 
+    config = config_from_args(args)
+    try:
+        listen(args.host, args.port).close()
+    except ListenError as exc:
+        raise SystemExit(f"flux-gateway sim: {exc}") from None
     print(f"flux-gateway sim listening on http://{args.host}:{args.port}", flush=True)
-    asyncio.run(serve_sim(config_from_args(args), args.host, args.port))
+    asyncio.run(serve_sim(config, args.host, args.port))
     return 0
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
     key = new_client_key()
-    print(f"# client key for team {args.team!r}: give it to the team; it is not stored anywhere")
-    print(key)
-    print(f"# put this line in the [[teams]] entry named {args.team!r}:")
+    if args.admin:
+        print("# admin key: for the admin API and the console's operator view; not stored")
+        print(key)
+        print("# put this line in the [admin] section (add to the list for several admins):")
+    else:
+        print(
+            f"# client key for team {args.team!r}: give it to the team; it is not stored anywhere"
+        )
+        print(key)
+        print(f"# put this line in the [[teams]] entry named {args.team!r}:")
     print(f'key_hashes = ["{hash_key(key)}"]')
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    # check-config builds the app but never serves: its metrics must not land in the files
+    # of a running gateway's multiprocess folder, where /metrics would merge them.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from gateway.config_report import report
+    from gateway.preflight import CannotStart, assemble
 
     settings = _load(args.config)
-    text, problems, warnings = report(settings)
-    print(text)
-    for warning in warnings + missing_for_serve(settings):
+    text, warnings = report(settings)
+    errors: list[str] = []
+    try:
+        assemble(settings)
+    except CannotStart as refused:
+        errors = refused.reasons
+    print(text, flush=True)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    if errors:
+        print("flux-gateway serve would refuse to start on this config.", file=sys.stderr)
+    return 2 if errors else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,19 +111,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="TOML config (default: $GATEWAY_CONFIG)")
     serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--port", type=port_number)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="run the gateway wired to the built-in simulator")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--data-dir", default="./data/demo", help="where demo images are kept")
+    demo.add_argument("--port", type=port_number, default=8080)
+    demo.add_argument(
+        "--data-dir", default="./data/demo", help="where the demo keeps its images and keys"
+    )
+    demo.add_argument(
+        "--new-key", action="store_true", help="make new client and admin keys (else kept)"
+    )
+    demo.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="info shows one JSON line per request",
+    )
     demo.set_defaults(func=cmd_demo)
 
     sim = commands.add_parser("sim", help="run only the upstream simulator")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=9090)
+    sim.add_argument("--port", type=port_number, default=9090)
     from gateway.sim.cli import add_arguments
 
     add_arguments(sim, listen=False)
@@ -126,8 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="client keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
-    new = keys_commands.add_parser("new", help="make a client key and its config hash")
-    new.add_argument("--team", required=True)
+    new = keys_commands.add_parser("new", help="make a client or admin key and its config hash")
+    whose = new.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--team", help="a client key for this [[teams]] entry")
+    whose.add_argument("--admin", action="store_true", help="an admin key for [admin]")
     new.set_defaults(func=cmd_keys_new)
 
     check = commands.add_parser(

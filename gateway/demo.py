@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
@@ -10,24 +11,23 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.catalog import MODELS
-from gateway.keys import new_client_key
+from gateway.demo_banner import banner
+from gateway.demo_keys import DemoKeys, KeyFileError, kept_keys
+from gateway.keys import hash_key
+from gateway.listen import ListenError, listen
 from gateway.logs import configure
 from gateway.server import uvicorn_config
 from gateway.settings import Settings
 from gateway.sim import SimConfig, create_sim_app
 
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+SIM_KEYS = ["sim-key-1", "sim-key-2"]
 
 
-def demo_settings(host: str, port: int, sim_port: int, data_dir: str, client_key: str) -> Settings:
+def demo_settings(host: str, port: int, sim_port: int, data_dir: Path, keys: DemoKeys) -> Settings:
     return Settings(
         server={"host": host, "port": port},
         cache={
-            "dir": str(Path(data_dir) / "images"),
+            "dir": str(data_dir / "images"),
             "allowed_result_hosts": [host],
             "allow_http_results": True,
         },
@@ -36,66 +36,53 @@ def demo_settings(host: str, port: int, sim_port: int, data_dir: str, client_key
                 "name": "simulator",
                 "kind": "openai-images",
                 "base_url": f"http://{host}:{sim_port}/v1",
-                "keys": ["sim-key-1", "sim-key-2"],
+                "keys": SIM_KEYS,
                 "models": list(MODELS),
             }
         ],
-        teams=[{"name": "demo", "keys": [client_key]}],
+        teams=[{"name": "demo", "key_hashes": [hash_key(keys.client)]}],
+        admin={"key_hashes": [hash_key(keys.admin)]},
     )
 
 
-def banner(base_url: str, client_key: str) -> str:
-    return f"""flux-gateway demo: gateway on {base_url}, wired to the built-in FLUX simulator.
-
-OPENAI_BASE_URL={base_url}/v1
-OPENAI_API_KEY={client_key}
-
-Export those two lines, then any OpenAI SDK app works unchanged, for example:
-
-python3 - <<'PY'
-from openai import OpenAI
-r = OpenAI().images.generate(model="flux-2-pro", prompt="a lighthouse", size="1536x1024")
-print(r.data[0].url)
-PY
-
-or with curl:
-
-  curl -s {base_url}/v1/images/generations -H "Authorization: Bearer {client_key}" \\
-       -H "Content-Type: application/json" \\
-       -d '{{"model": "flux-2-pro", "prompt": "a lighthouse at dusk"}}'
-
-Web console: {base_url}/console (sign in with the OPENAI_API_KEY above).
-
-Press Ctrl+C to stop."""
-
-
-async def _serve(host: str, port: int, data_dir: str) -> None:
-    sim_port = _free_port(host)
-    client_key = new_client_key()
-    settings = demo_settings(host, port, sim_port, data_dir, client_key)
-    configure("warning", "json")
+async def _serve(
+    settings: Settings, front: socket.socket, back: socket.socket, keys: DemoKeys, key_file: Path
+) -> None:
+    sim_url = f"http://{settings.server.host}:{back.getsockname()[1]}"
     sim = uvicorn.Server(
-        uvicorn.Config(
-            create_sim_app(SimConfig(keys=["sim-key-1", "sim-key-2"])),
-            host=host,
-            port=sim_port,
-            log_config=None,
-            access_log=False,
-        )
+        uvicorn.Config(create_sim_app(SimConfig(keys=SIM_KEYS)), log_config=None, access_log=False)
     )
     gateway = uvicorn.Server(uvicorn_config(create_app(settings), settings))
-    sim_task = asyncio.create_task(sim.serve())
-    gateway_task = asyncio.create_task(gateway.serve())
+    sim_task = asyncio.create_task(sim.serve(sockets=[back]))
+    gateway_task = asyncio.create_task(gateway.serve(sockets=[front]))
     while not (sim.started and gateway.started):
         if gateway_task.done() or sim_task.done():
             break
         await asyncio.sleep(0.05)
     if gateway.started:
-        print(banner(settings.server.base_url, client_key), flush=True)
+        print(banner(settings.server.base_url, keys, key_file, sim_url), flush=True)
     await gateway_task
     sim.should_exit = True
     await sim_task
 
 
-def run(host: str, port: int, data_dir: str) -> None:
-    asyncio.run(_serve(host, port, data_dir))
+def run(host: str, port: int, data_dir: str, *, new_key: bool, log_level: str) -> None:
+    """Bind both ports and read the keys first, so each start-up failure is one line."""
+    folder = Path(data_dir)
+    try:
+        keys, key_file = kept_keys(folder, renew=new_key)
+    except KeyFileError as exc:
+        raise SystemExit(f"flux-gateway demo: {exc}") from None
+    try:
+        front = listen(host, port)
+    except ListenError as exc:
+        raise SystemExit(f"flux-gateway demo: {exc}") from None
+    try:
+        back = listen(host, 0)
+    except ListenError as exc:
+        front.close()
+        raise SystemExit(f"flux-gateway demo: the simulator: {exc}") from None
+    settings = demo_settings(host, front.getsockname()[1], back.getsockname()[1], folder, keys)
+    configure(log_level, "json")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how a demo ends
+        asyncio.run(_serve(settings, front, back, keys, key_file))

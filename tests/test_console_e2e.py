@@ -24,6 +24,7 @@ from gateway.service import Gateway as Runtime
 from gateway.usage import DAY_FORMAT
 from tests.conftest import Gateway, gateway_settings, start_gateway
 from tests.helpers import LogLines, Sim, captured_logs, data_url, image_bytes
+from tests.system_tools import require
 
 if os.environ.get("CI") == "true":
     from playwright import sync_api
@@ -57,11 +58,7 @@ SECRETS = (ALPHA_KEY, BETA_KEY, ADMIN_KEY)
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Debian Chromium. Missing, it fails the run in CI and skips elsewhere."""
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: apt-get install -y chromium"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require(str(CHROMIUM))
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         yield chromium

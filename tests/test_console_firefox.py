@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from tests.conftest import CLIENT_KEY, Gateway, gateway_settings, start_gateway
 from tests.helpers import LogLines, Sim, captured_logs
+from tests.system_tools import require
 
 FIREFOX = Path("/usr/bin/firefox-esr")
 DRIVER = Path(__file__).resolve().parent / "firefox"
@@ -26,13 +26,8 @@ NODE_ENV = {"PUPPETEER_SKIP_DOWNLOAD": "1", "npm_config_fund": "false", "npm_con
 
 def node_tools() -> tuple[str, str]:
     """node and npm, with firefox-esr present; missing, CI fails and elsewhere it skips."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node and npm and FIREFOX.exists():
-        return node, npm
-    message = f"need {FIREFOX} (apt-get install -y firefox-esr), node and npm"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    require(str(FIREFOX))
+    return require("node"), require("npm")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +19,9 @@ import pytest
 
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.helpers import Sim, data_url, image_bytes
+from tests.system_tools import require
 
 NODE_DIR = Path(__file__).parent / "node"
-NODE = shutil.which("node")
 NODE_TIMEOUT_S = 60
 NPM_TIMEOUT_S = 300
 
@@ -30,7 +29,6 @@ PNG = image_bytes("PNG", (250, 0, 0))
 JPEG = image_bytes("JPEG", (0, 250, 0))
 WEBP = image_bytes("WEBP", (0, 0, 250))
 
-pytestmark = pytest.mark.skipif(NODE is None, reason="node (Node.js) is not on PATH")
 
 RunNode = Callable[[str], dict[str, Any]]
 
@@ -38,10 +36,9 @@ RunNode = Callable[[str], dict[str, Any]]
 @pytest.fixture(scope="session")
 def node_sdk() -> Path:
     """tests/node with its node_modules, installed from the lockfile once if missing."""
+    require("node")
     if not (NODE_DIR / "node_modules" / "openai").is_dir():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("node is on PATH but npm is not: cannot install tests/node")
+        npm = require("npm")
         done = subprocess.run(
             [npm, "ci", "--prefix", str(NODE_DIR)],
             capture_output=True,
@@ -77,10 +74,11 @@ def run_node(node_sdk: Path, gateway: Gateway, image_files: dict[str, str]) -> R
         "OPENAI_API_KEY": CLIENT_KEY,
     }
 
+    node = require("node")
+
     def run(scenario: str) -> dict[str, Any]:
-        assert NODE is not None
         done = subprocess.run(
-            [NODE, str(node_sdk / "images.mjs"), scenario],
+            [node, str(node_sdk / "images.mjs"), scenario],
             capture_output=True,
             text=True,
             timeout=NODE_TIMEOUT_S,

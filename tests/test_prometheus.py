@@ -8,9 +8,7 @@ not export (or a typo in a name or label) fails here.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +21,7 @@ import yaml
 
 from tests.conftest import CLIENT_KEY, LIMITED_KEY, Gateway, gateway_settings, start_gateway
 from tests.helpers import STARTUP_TIMEOUT_S, Sim, free_port
+from tests.system_tools import require
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "flux-gateway.json"
@@ -49,12 +48,7 @@ T = TypeVar("T")
 
 def tool(name: str) -> str:
     """A Prometheus binary: required in CI (`.ci/run` installs it), optional on a laptop."""
-    found = shutil.which(name)
-    if found is not None:
-        return found
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{name} is not installed: .ci/run installs the Debian package prometheus")
-    pytest.skip(f"{name} is not installed (apt-get install prometheus)")
+    return require(name)
 
 
 def poll(check: Callable[[], T | None], what: str, timeout: float = STARTUP_TIMEOUT_S) -> T:
