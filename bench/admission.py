@@ -24,19 +24,21 @@ from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from tests.helpers import RedisServer
 
+PRICE_MICROS = 30_000
+"""flux-2-pro at 1 MP: what each benchmarked request reserves and is charged."""
 TEAM = TeamSettings(
     name="bench", rpm=10**9, max_concurrency=10**6, images_per_day=10**9, monthly_budget_usd=1e9
 )
 
 
 async def run(state: State, requests: int, concurrency: int) -> float:
-    limiter = TeamLimiter(state, {"flux-2-pro": 0.03}, Metrics())
+    limiter = TeamLimiter(state, Metrics())
     counter = iter(range(requests))
 
     async def worker() -> None:
         for i in counter:
-            ticket = await limiter.admit(TEAM, f"r{i}", "flux-2-pro", 1)
-            await limiter.settle(ticket, 1)
+            ticket = await limiter.admit(TEAM, f"r{i}", 1, PRICE_MICROS)
+            await limiter.settle(ticket, 1, PRICE_MICROS)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

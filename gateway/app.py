@@ -16,13 +16,16 @@ from starlette.routing import Mount, Route
 
 from gateway.api import admin, console, files, health, images, models, openapi
 from gateway.api.responses import error_response
+from gateway.body_budget import BodyBudget, BodyBudgetGate
 from gateway.drain import DrainGate
 from gateway.errors import ApiError, InvalidRequest, NotFound, ServerError
 from gateway.keys import KeyRing
 from gateway.metrics import Metrics, process_exited
-from gateway.middleware import BearerGuard, BodyLimit, ClientAuth, RequestContext
+from gateway.middleware import BearerGuard, BodyLimit, ClientAuth, RequestContext, TeamPrecheck
+from gateway.precheck import RatePrecheck
 from gateway.service import Gateway
 from gateway.settings import Settings
+from gateway.state.budget import StateBudget
 
 log = logging.getLogger("gateway")
 
@@ -98,6 +101,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway.start()
+        await gateway.retention.clear_strays()
         await gateway.count_cache()
         try:
             yield
@@ -137,7 +141,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             timeout_s=settings.server.body_timeout_s,
         ),
         Middleware(ClientAuth, team_for_key=gateway.team_for_key),
+        Middleware(StateBudget, seconds=settings.state.timeout_s),
         *_guards(settings),
+        Middleware(TeamPrecheck, refusal=RatePrecheck(gateway.limiter)),
+        Middleware(BodyBudgetGate, budget=BodyBudget.for_server(settings.server)),
     ]
     app = Starlette(
         routes=routes,

@@ -30,6 +30,8 @@ class KindLimits:
     output_formats: tuple[str, ...]
     prompt_upsampling: bool
     size_control: SizeControl
+    ratio_range: tuple[Fraction, Fraction] | None
+    """The aspect ratios taken; None: any ratio whose sides fit the size rules."""
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,9 @@ class ModelSpec:
     family: str
     steps: tuple[int, int] | None
     guidance: tuple[float, float] | None
-    ratio_range: tuple[Fraction, Fraction]
     kinds: dict[Kind, KindLimits] = field(default_factory=dict)
-    max_concurrency_per_key: dict[Kind, int] = field(default_factory=dict)
+    max_concurrency_per_account: dict[Kind, int] = field(default_factory=dict)
+    """Jobs of this model one provider account may run at once, across all its keys."""
 
     def limits(self, kind: Kind) -> KindLimits:
         return self.kinds[kind]
@@ -58,6 +60,9 @@ class ModelSpec:
                     "output_formats": list(lim.output_formats),
                     "prompt_upsampling": lim.prompt_upsampling,
                     "size_control": lim.size_control,
+                    "aspect_ratios": [_ratio_text(r) for r in lim.ratio_range]
+                    if lim.ratio_range
+                    else None,
                 }
                 for kind, lim in self.kinds.items()
             },
@@ -70,10 +75,11 @@ def _flux2(model_id: str, images: int, flex: bool = False) -> ModelSpec:
         family="flux.2",
         steps=(1, 50) if flex else None,
         guidance=(1.5, 10.0) if flex else None,
-        ratio_range=FLUX2_RATIOS,
         kinds={
-            "openai-images": KindLimits(images, 6, ("jpeg", "png"), True, "aspect_ratio"),
-            "bfl": KindLimits(images, 5, ("jpeg", "png", "webp"), flex, "width_height"),
+            "openai-images": KindLimits(
+                images, 6, ("jpeg", "png"), True, "aspect_ratio", FLUX2_RATIOS
+            ),
+            "bfl": KindLimits(images, 5, ("jpeg", "png", "webp"), flex, "width_height", None),
         },
     )
 
@@ -84,14 +90,19 @@ def _kontext(model_id: str) -> ModelSpec:
         family="flux.1-kontext",
         steps=None,
         guidance=None,
-        ratio_range=KONTEXT_RATIOS,
         kinds={
-            "openai-images": KindLimits(1, 6, ("jpeg", "png"), True, "aspect_ratio"),
-            "bfl": KindLimits(4, 6, ("jpeg", "png"), True, "aspect_ratio"),
+            "openai-images": KindLimits(
+                1, 6, ("jpeg", "png"), True, "aspect_ratio", KONTEXT_RATIOS
+            ),
+            "bfl": KindLimits(4, 6, ("jpeg", "png", "webp"), True, "aspect_ratio", KONTEXT_RATIOS),
         },
-        max_concurrency_per_key={"bfl": 6} if model_id == "flux-kontext-max" else {},
+        max_concurrency_per_account={"bfl": 6} if model_id == "flux-kontext-max" else {},
     )
 
+
+ACCOUNT_CONCURRENCY: dict[Kind, int] = {"bfl": 24}
+"""Jobs one provider account runs at once across its keys, when `max_concurrency` is not set:
+BFL counts active tasks per account (SPEC 5); aggregators have no account-wide cap."""
 
 MODELS: dict[str, ModelSpec] = {
     spec.id: spec
@@ -105,6 +116,11 @@ MODELS: dict[str, ModelSpec] = {
         _kontext("flux-kontext-max"),
     )
 }
+
+
+def _ratio_text(ratio: Fraction) -> str:
+    return f"{ratio.numerator}:{ratio.denominator}"
+
 
 REFERENCE_KEYS: tuple[str, ...] = ("input_image",) + tuple(
     f"input_image_{i}" for i in range(2, MAX_REFERENCE_IMAGES + 1)

@@ -139,6 +139,13 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class StorageError(UpstreamError):
+    """The upstream made (and charged) the image but the cache could not keep it: a retry
+    would pay again for the same image."""
+
+    code = "storage_error"
+
+
 class UpstreamRejected(Exception):
     """The upstream did not accept the job (nothing charged): another key or upstream may.
 

@@ -1,8 +1,9 @@
 """One upstream's keys: health, cooldowns, per-key concurrency slots, and the choice among them.
 
 Slots and key health live in the state layer, so every replica sees the same pool: the healthy
-key with the fewest jobs in flight wins (one atomic call), a key at its cap is skipped, and when
-every key is busy a request waits a bounded time for a slot. A 429 cools a key (honouring
+key with the fewest jobs in flight wins (one atomic call), a key at its cap is skipped, every key
+is skipped while the account (the whole pool) is at its own cap, and when every key is busy a
+request waits a bounded time for a slot. A 429 cools a key (honouring
 Retry-After), a bad or empty key is disabled and re-checked periodically, and a streak of
 failures cools a key that keeps failing. Slots are leases: renewed while a job runs, so a
 killed replica's slots expire. Keys are named in shared state by fingerprint only.
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 from gateway.errors import ApiError, UpstreamRejected
 from gateway.keys import fingerprint
 from gateway.metrics import Metrics
-from gateway.state.base import KeyStatus, State, StateUnavailable
+from gateway.state.base import KeyStatus, SlotCaps, State, StateUnavailable
 
 RECHECK_S = 60.0
+MAX_RECHECK_S = 3600.0
 BUSY_POLL_S = 0.25
 MAX_REFRESH_S = 2.0
 
@@ -43,6 +45,8 @@ class PoolKey:
     recheck_at: float = 0.0
     last_error: str | None = None
     troubled: bool = False
+    disables: int = 0
+    """Disables in a row without a success between them: each doubles the next re-check."""
 
     def state(self, now: float) -> str:
         if self.disabled:
@@ -66,6 +70,7 @@ class KeyPool:
         metrics: Metrics,
         state: State,
         model_caps: dict[str, int] | None = None,
+        account_cap: int | None = None,
         wait_s: float = 30.0,
         check: KeyCheck | None = None,
         recheck_s: float = RECHECK_S,
@@ -76,6 +81,9 @@ class KeyPool:
         self.metrics = metrics
         self.state = state
         self.model_caps = model_caps or {}
+        """Jobs of one model in flight across all keys of the account (BFL: kontext-max 6)."""
+        self.account_cap = account_cap
+        """Jobs in flight across all keys of the account (one `[[upstreams]]` entry)."""
         self.wait_s = wait_s
         self.check = check
         self.recheck_s = recheck_s
@@ -99,7 +107,8 @@ class KeyPool:
         return [k for k in self.keys if k.state(now) == "healthy"]
 
     async def acquire(self, model: str, exclude: frozenset[str] | set[str] = frozenset()) -> Lease:
-        """A slot on the least busy healthy key, waiting up to `wait_s` while all are busy."""
+        """A slot on the least busy healthy key, waiting up to `wait_s` while all are busy
+        (every key at its cap, or the account at its own)."""
         deadline = time.monotonic() + self.wait_s
         candidates = [k for k in self.keys if k.fingerprint not in exclude]
         if not candidates:
@@ -108,13 +117,9 @@ class KeyPool:
         candidates = candidates[shift:] + candidates[:shift]
         while True:
             lease_id = secrets.token_hex(8)
+            caps = SlotCaps(self.max_per_key, self.account_cap, self.model_caps.get(model))
             choice = await self.state.key_acquire(
-                self.upstream,
-                [k.fingerprint for k in candidates],
-                model,
-                lease_id,
-                self.max_per_key,
-                self.model_caps.get(model),
+                self.upstream, [k.fingerprint for k in candidates], model, lease_id, caps
             )
             if choice.index is not None:
                 lease = Lease(candidates[choice.index], model, lease_id)
@@ -169,6 +174,7 @@ class KeyPool:
         """Reset the key's streaks, with a state call only when it had any."""
         if lease.key.troubled:
             lease.key.troubled = False
+            lease.key.disables = 0
             await self._quietly(self._event(lease.key, "ok"))
 
     async def rate_limited(self, lease: Lease, retry_after: float | None) -> None:
@@ -182,9 +188,18 @@ class KeyPool:
         await self._quietly(self._event(lease.key, "failed", detail=detail))
 
     async def disable(self, lease: Lease, detail: str) -> None:
-        lease.key.troubled = True
-        lease.key.recheck_at = time.time() + self.recheck_s
-        await self._quietly(self._event(lease.key, "disable", self.recheck_s, detail))
+        """Take a key out until its re-check: `recheck_s`, doubling while it keeps failing.
+
+        A kind without a cheap check (the aggregator has no credits endpoint) re-enables the key
+        for a trial job at its re-check; a trial refused again disables it for twice as long,
+        up to MAX_RECHECK_S, so a dead key costs one quick refusal per interval, never a loop.
+        """
+        key = lease.key
+        key.troubled = True
+        wait = min(self.recheck_s * 2**key.disables, MAX_RECHECK_S)
+        key.disables += 1
+        key.recheck_at = time.time() + wait
+        await self._quietly(self._event(key, "disable", wait, detail))
 
     async def _quietly(self, call: Awaitable[object]) -> None:
         """Bookkeeping after a job must never cost its result: a state outage is logged, and

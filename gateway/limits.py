@@ -30,7 +30,7 @@ class Ticket:
     request_id: str
     names: Counters
     images: int
-    micros_per_image: int
+    reserved_micros: int
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -42,10 +42,38 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{rest}s"
 
 
+def counters_for(team: TeamSettings) -> Counters:
+    """The names a team's request is counted under now: its window, UTC day and month."""
+    now = time.gmtime()
+    return Counters(team.name, time.strftime("%Y%m%d", now), time.strftime("%Y%m", now))
+
+
+def ratelimit_headers(team: TeamSettings, remaining: int, reset_s: float) -> dict[str, str]:
+    """OpenAI's rate-limit headers for a team with an rpm limit (none without one)."""
+    if team.rpm is None:
+        return {}
+    return {
+        "x-ratelimit-limit-requests": str(team.rpm),
+        "x-ratelimit-remaining-requests": str(max(remaining, 0)),
+        "x-ratelimit-reset-requests": _duration(reset_s),
+    }
+
+
+def refusal(reason: str, wait_s: float, headers: dict[str, str]) -> ApiError:
+    """The answer to a refused admission: 429 with retry-after, or 429 insufficient_quota."""
+    if reason in ("rpm", "concurrency"):
+        what = "requests per minute" if reason == "rpm" else "requests in flight"
+        return RateLimited(
+            f"Rate limit reached for your team's {what}; retry after {wait_s:.1f}s.",
+            headers={**headers, "retry-after": str(max(1, math.ceil(wait_s)))},
+        )
+    what = "daily image quota" if reason == "images" else "monthly budget"
+    return QuotaExceeded(f"Your team's {what} is used up.", headers=headers)
+
+
 class TeamLimiter:
-    def __init__(self, state: State, prices: dict[str, float], metrics: Metrics) -> None:
+    def __init__(self, state: State, metrics: Metrics) -> None:
         self.state = state
-        self.prices = prices
         self.metrics = metrics
         self._running: dict[str, Ticket] = {}
         self._renewer: asyncio.Task[None] | None = None
@@ -58,10 +86,11 @@ class TeamLimiter:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
 
-    async def admit(self, team: TeamSettings, request_id: str, model: str, images: int) -> Ticket:
-        now = time.gmtime()
-        names = Counters(team.name, time.strftime("%Y%m%d", now), time.strftime("%Y%m", now))
-        micros = round(self.prices.get(model, 0.0) * MICROS)
+    async def admit(
+        self, team: TeamSettings, request_id: str, images: int, cost_micros: int
+    ) -> Ticket:
+        """Reserve `images` and `cost_micros` (an upper bound of what the jobs can cost)."""
+        names = counters_for(team)
         budget = team.monthly_budget_usd
         limits = Limits(
             team.rpm,
@@ -69,40 +98,25 @@ class TeamLimiter:
             team.images_per_day,
             None if budget is None else round(budget * MICROS),
         )
-        verdict = await self.state.admit(names, request_id, limits, images, micros * images)
-        headers = {}
-        if team.rpm is not None:
-            headers = {
-                "x-ratelimit-limit-requests": str(team.rpm),
-                "x-ratelimit-remaining-requests": str(max(verdict.remaining_requests, 0)),
-                "x-ratelimit-reset-requests": _duration(verdict.retry_after_s),
-            }
+        verdict = await self.state.admit(names, request_id, limits, images, cost_micros)
+        headers = ratelimit_headers(team, verdict.remaining_requests, verdict.retry_after_s)
         if verdict.refused is not None:
             self.metrics.rate_limited.labels(team=team.name, reason=verdict.refused).inc()
-            raise self._refusal(verdict.refused, verdict.retry_after_s, headers)
-        ticket = Ticket(team, request_id, names, images, micros, headers)
+            raise refusal(verdict.refused, verdict.retry_after_s, headers)
+        ticket = Ticket(team, request_id, names, images, cost_micros, headers)
         self._running[request_id] = ticket
         return ticket
 
-    @staticmethod
-    def _refusal(reason: str, wait_s: float, headers: dict[str, str]) -> Exception:
-        if reason in ("rpm", "concurrency"):
-            what = "requests per minute" if reason == "rpm" else "requests in flight"
-            return RateLimited(
-                f"Rate limit reached for your team's {what}; retry after {wait_s:.1f}s.",
-                headers={**headers, "retry-after": str(max(1, math.ceil(wait_s)))},
-            )
-        what = "daily image quota" if reason == "images" else "monthly budget"
-        return QuotaExceeded(f"Your team's {what} is used up.", headers=headers)
+    async def settle(self, ticket: Ticket, delivered: int, spent_micros: int) -> None:
+        """Keep what was delivered and what it really cost, give back the rest of the
+        reservation, and free the in-flight lease.
 
-    async def settle(self, ticket: Ticket, delivered: int) -> None:
-        """Give back what was reserved but not delivered, and free the in-flight lease."""
+        The state gives back only what the request's own stored reservation still holds, so a
+        reservation lost with a Redis restart never turns into quota given away.
+        """
         self._running.pop(ticket.request_id, None)
-        unused = max(ticket.images - delivered, 0)
         try:
-            await self.state.settle(
-                ticket.names, ticket.request_id, unused, unused * ticket.micros_per_image
-            )
+            await self.state.settle(ticket.names, ticket.request_id, delivered, spent_micros)
         except (StateUnavailable, ApiError) as exc:
             log.warning(
                 "settlement skipped; the lease expires by itself",

@@ -39,6 +39,8 @@ def shape(parsed: ParsedRequest, spec: ModelSpec, kind: Kind) -> dict[str, Any]:
         if req.safety_tolerance > limits.safety_max:
             raise _out_of_range("safety_tolerance", spec, 0, limits.safety_max)
         body["safety_tolerance"] = req.safety_tolerance
+    elif req.moderation == "low":
+        body["safety_tolerance"] = limits.safety_max
     if req.output_format is not None:
         if req.output_format not in limits.output_formats:
             raise InvalidRequest(
@@ -86,16 +88,17 @@ def _size_fields(parsed: ParsedRequest, spec: ModelSpec, kind: Kind) -> dict[str
         )
     if not given:
         return {}
-    wants_pixels = spec.limits(kind).size_control == "width_height"
+    limits = spec.limits(kind)
+    wants_pixels = limits.size_control == "width_height"
     if given[0] == "width":
-        return _from_width_height(req.width, req.height, spec, wants_pixels)
+        return _from_width_height(req.width, req.height, spec, kind)
     if given[0] == "size":
         width, height = _parse_size(req.size or "")
-        ratio = _ratio(width, height, "size", spec)
+        ratio = _ratio(width, height, "size", spec, kind)
         if wants_pixels:
             return _fit_pixels(width, height)
         return {"aspect_ratio": _ratio_text(ratio)}
-    ratio = _parse_ratio(req.aspect_ratio or "", spec)
+    ratio = _parse_ratio(req.aspect_ratio or "", spec, kind)
     if wants_pixels:
         side = math.sqrt(DEFAULT_PIXELS * ratio)
         return _fit_pixels(round(side), round(side / ratio))
@@ -103,22 +106,26 @@ def _size_fields(parsed: ParsedRequest, spec: ModelSpec, kind: Kind) -> dict[str
 
 
 def _from_width_height(
-    width: int | None, height: int | None, spec: ModelSpec, wants_pixels: bool
+    width: int | None, height: int | None, spec: ModelSpec, kind: Kind
 ) -> dict[str, Any]:
+    """Width and height as given; above 4 MP scaled down keeping the ratio, as BFL does.
+
+    0 for both means "the upstream decides" and is never sent (BFL's schema refuses 0).
+    """
     if width is None or height is None:
         missing = "height" if height is None else "width"
         raise InvalidRequest("Give width and height together.", param=missing)
     if width == 0 and height == 0:
-        return {"width": 0, "height": 0} if wants_pixels else {}
-    if not wants_pixels:
-        return {"aspect_ratio": _ratio_text(_ratio(width, height, "width", spec))}
+        return {}
+    if spec.limits(kind).size_control != "width_height":
+        return {"aspect_ratio": _ratio_text(_ratio(width, height, "width", spec, kind))}
     for name, side in (("width", width), ("height", height)):
         if side < MIN_SIDE or side % SIDE_STEP:
             raise InvalidRequest(
                 f"'{name}' must be at least {MIN_SIDE} and a multiple of {SIDE_STEP}.", param=name
             )
     if width * height > MAX_PIXELS:
-        raise InvalidRequest("width × height must be at most 4 megapixels.", param="width")
+        return _fit_pixels(width, height)
     return {"width": width, "height": height}
 
 
@@ -129,16 +136,21 @@ def _parse_size(size: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def _parse_ratio(text: str, spec: ModelSpec) -> Fraction:
+def _parse_ratio(text: str, spec: ModelSpec, kind: Kind) -> Fraction:
     match = _RATIO.match(text)
     if match is None or 0 in (int(match.group(1)), int(match.group(2))):
         raise InvalidRequest("'aspect_ratio' must look like 16:9.", param="aspect_ratio")
-    return _ratio(int(match.group(1)), int(match.group(2)), "aspect_ratio", spec)
+    return _ratio(int(match.group(1)), int(match.group(2)), "aspect_ratio", spec, kind)
 
 
-def _ratio(width: int, height: int, param: str, spec: ModelSpec) -> Fraction:
-    low, high = spec.ratio_range
-    if 0 in (width, height) or not low <= Fraction(width, height) <= high:
+def _ratio(width: int, height: int, param: str, spec: ModelSpec, kind: Kind) -> Fraction:
+    taken = spec.limits(kind).ratio_range
+    if 0 in (width, height):
+        raise InvalidRequest(f"'{param}' needs both sides above 0.", param=param)
+    if taken is None:
+        return Fraction(width, height)
+    low, high = taken
+    if not low <= Fraction(width, height) <= high:
         raise InvalidRequest(
             f"{spec.id} takes aspect ratios from {_ratio_text(low)} to {_ratio_text(high)}.",
             param=param,

@@ -159,11 +159,11 @@ class Metrics:
         if multiprocess_dir() is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return generate_latest(merged), CONTENT_TYPE_LATEST
 
 
 def process_exited() -> None:
     """Drop this worker's live gauges (in-flight) from the shared files when it stops."""
     if multiprocess_dir() is not None:
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

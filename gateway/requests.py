@@ -38,7 +38,7 @@ class ImageRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    model: str = Field(min_length=1, examples=list(MODELS))
+    model: str | None = Field(default=None, min_length=1, examples=list(MODELS))
     prompt: str = Field(min_length=1, max_length=100_000, examples=["a lighthouse at dusk"])
     input_image: str | None = None
     input_image_2: str | None = None
@@ -64,26 +64,24 @@ class ImageRequest(BaseModel):
     response_format: Literal["url", "b64_json"] | None = None
     user: str | None = Field(default=None, max_length=256)
     safety_identifier: str | None = Field(default=None, max_length=256)
-    quality: Literal["auto", "standard"] | None = None
+    quality: Literal["auto", "standard", "hd", "low", "medium", "high"] | None = None
     style: Literal["vivid", "natural"] | None = None
-    background: Literal["auto", "opaque"] | None = None
-    moderation: Literal["auto"] | None = None
-    output_compression: int | None = None
-    partial_images: int | None = None
+    background: Literal["auto", "opaque", "transparent"] | None = None
+    moderation: Literal["auto", "low"] | None = None
+    output_compression: Annotated[int, Field(ge=0, le=100)] | None = None
+    partial_images: Annotated[int, Field(ge=0, le=3)] | None = None
     stream: bool | None = None
     input_fidelity: Literal["low", "high"] | None = None
 
     def check_neutral(self) -> None:
-        """OpenAI-only fields are fine at a value FLUX already honours; others cannot be."""
+        """OpenAI-only fields are accepted unless they ask for what FLUX cannot do."""
         if self.stream:
             raise InvalidRequest(
                 _UNSUPPORTED["stream"], param="stream", code="unsupported_parameter"
             )
-        if self.output_compression not in (None, 100):
+        if self.background == "transparent":
             raise InvalidRequest(
-                "output_compression is not supported for FLUX; omit it or use 100.",
-                param="output_compression",
-                code="unsupported_parameter",
+                _UNSUPPORTED["background"], param="background", code="unsupported_parameter"
             )
         if self.partial_images not in (None, 0):
             raise InvalidRequest(
@@ -91,6 +89,26 @@ class ImageRequest(BaseModel):
                 param="partial_images",
                 code="unsupported_parameter",
             )
+
+    def ignored(self) -> list[str]:
+        """The OpenAI fields given that have no FLUX meaning (the `x-gateway-ignored` header)."""
+        named = [name for name in IGNORED_FIELDS if getattr(self, name) is not None]
+        if self.moderation == "auto":
+            named.append("moderation")
+        return named
+
+
+IGNORED_FIELDS = (
+    "quality",
+    "style",
+    "background",
+    "output_compression",
+    "input_fidelity",
+    "partial_images",
+    "stream",
+    "safety_identifier",
+)
+"""Accepted so apps written for gpt-image or DALL·E run unchanged; never sent upstream."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,7 @@ class ParsedRequest:
 _UNSUPPORTED = {
     "mask": "masks are not supported by FLUX; describe the edit in the prompt instead",
     "stream": "streaming is not supported for FLUX images; omit stream or set it to false",
+    "background": "FLUX cannot make transparent backgrounds; use 'auto' or 'opaque'",
 }
 
 

@@ -9,8 +9,9 @@ been charged is never sent again.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.catalog import ModelSpec
@@ -27,11 +28,40 @@ from gateway.metrics import Metrics
 from gateway.requests import ParsedRequest
 from gateway.upstreams import Upstream, UpstreamResult
 
+DOWN_FIRST_S = 2.0
+DOWN_MAX_S = 60.0
+log = logging.getLogger("gateway.routing")
+
+
+@dataclass
+class Reachability:
+    """Whether an upstream answers connections: after a connect failure it is passed over for
+    a few seconds, growing while the failures last, so a dead upstream costs one connect
+    timeout per request and per upstream, never one per key."""
+
+    down_until: float = 0.0
+    reason: str | None = None
+    streak: int = 0
+
+    def down(self, now: float) -> bool:
+        return now < self.down_until
+
+    def failed(self, reason: str, now: float) -> float:
+        self.streak += 1
+        pause = min(DOWN_FIRST_S * 2.0 ** (self.streak - 1), DOWN_MAX_S)
+        self.down_until = now + pause
+        self.reason = reason
+        return pause
+
+    def answered(self) -> None:
+        self.down_until, self.reason, self.streak = 0.0, None, 0
+
 
 @dataclass
 class Route:
     upstream: Upstream
     pool: KeyPool
+    reach: Reachability = field(default_factory=Reachability)
 
     @property
     def name(self) -> str:
@@ -90,8 +120,14 @@ class Router:
     async def run(self, candidates: list[Candidate], extra: dict[str, Any]) -> Outcome:
         """Run one job on the first upstream and key that accept it."""
         retry_after: list[float] = []
+        reasons: list[str] = []
         for candidate in self._take_turns(candidates):
             route = candidate.route
+            now = time.time()
+            if route.reach.down(now):
+                reasons.append(_named(route, route.reach.reason or "unreachable"))
+                retry_after.append(route.reach.down_until - now)
+                continue
             body = {**candidate.body, **extra}
             tried: set[str] = set()
             while True:
@@ -99,6 +135,7 @@ class Router:
                     lease = await route.pool.acquire(body["model"], exclude=tried)
                 except UpstreamRejected as exc:
                     retry_after.append(exc.retry_after or 1.0)
+                    reasons.append(_named(route, exc.detail))
                     self.metrics.upstream_errors.labels(upstream=route.name, kind=exc.reason).inc()
                     break
                 tried.add(lease.key.fingerprint)
@@ -107,12 +144,27 @@ class Router:
                 except UpstreamRejected as exc:
                     await self._note_rejection(route.pool, lease, exc)
                     self.metrics.upstream_errors.labels(upstream=route.name, kind=exc.reason).inc()
+                    reasons.append(_named(route, exc.detail))
+                    if exc.reason == "unreachable":
+                        self._pass_over(route, exc.detail)
+                        retry_after.append(route.reach.down_until - time.time())
+                        break
+                    route.reach.answered()
                 finally:
                     await route.pool.release(lease)
         wait = min(retry_after, default=1.0)
+        why = "; ".join(dict.fromkeys(reasons)) or "no upstream could take the job"
         raise UpstreamUnavailable(
-            "Every upstream that serves this model is unavailable right now; try again later.",
+            f"Every upstream that serves this model is unavailable right now ({why}); "
+            "try again later.",
             headers={"retry-after": str(max(1, round(wait)))},
+        )
+
+    def _pass_over(self, route: Route, reason: str) -> None:
+        pause = route.reach.failed(reason, time.time())
+        log.warning(
+            "upstream passed over",
+            extra={"upstream": route.name, "reason": reason, "for_s": pause},
         )
 
     def _take_turns(self, candidates: list[Candidate]) -> list[Candidate]:
@@ -147,6 +199,7 @@ class Router:
                 upstream=route.name, model=body["model"], outcome=outcome
             ).observe(elapsed)
         await route.pool.succeeded(lease)
+        route.reach.answered()
         return Outcome(result, route.name, lease.key.fingerprint, elapsed)
 
     @staticmethod
@@ -157,3 +210,7 @@ class Router:
             await pool.disable(lease, exc.detail)
         else:
             lease.key.last_error = exc.detail
+
+
+def _named(route: Route, detail: str) -> str:
+    return detail if detail.startswith(f"{route.name}:") else f"{route.name}: {detail}"

@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import pricing
 from gateway.cache import CacheUnavailable, ImageMeta, ResultCache, StoredImage, open_cache
 from gateway.cache.rehost import Rehoster, RehostFailed
 from gateway.cache.retention import RetentionSweep
-from gateway.catalog import MODELS, ModelSpec
+from gateway.catalog import ACCOUNT_CONCURRENCY, MODELS, REFERENCE_KEYS, ModelSpec
 from gateway.console.gallery import Gallery
 from gateway.console.recent import RecentErrors
 from gateway.errors import (
@@ -28,11 +29,13 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.idempotency import Idempotency
+from gateway.image_header import reference_sizes
 from gateway.keypool import KeyPool
 from gateway.keys import KeyRing, hash_key
 from gateway.limits import TeamLimiter, Ticket
 from gateway.media import to_data_url
 from gateway.metrics import Metrics
+from gateway.pricing import PriceTable
 from gateway.requests import ParsedRequest, Reference
 from gateway.routing import Candidate, Outcome, Route, Router
 from gateway.settings import Settings, TeamSettings
@@ -43,6 +46,14 @@ log = logging.getLogger("gateway")
 
 IMAGE_PATH = "/images/"
 CACHE_RECOUNT_S = 60.0
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What admission reserves per job, and the references' size every job shares."""
+
+    bound_micros: int
+    input_mp: int
 
 
 @dataclass(frozen=True)
@@ -73,9 +84,10 @@ class Gateway:
             self.cache, self.state, settings.cache, self.metrics, on_removed=self.gallery.remove
         )
         self.router = Router([self._route(u) for u in settings.upstreams], self.metrics)
-        self.limiter = TeamLimiter(self.state, settings.prices, self.metrics)
+        self.limiter = TeamLimiter(self.state, self.metrics)
+        self.prices = PriceTable(settings.prices, {u.name: u.prices for u in settings.upstreams})
         longest = max((u.timeout_s for u in settings.upstreams), default=300.0)
-        self.idempotency = Idempotency(self.state, wait_s=longest + 120.0)
+        self.idempotency = Idempotency(self.state, self.cache, wait_s=longest + 120.0)
         self._tasks: list[asyncio.Task[Any]] = []
         for team in settings.teams:
             self.metrics.add_team(team.name, team.monthly_budget_usd)
@@ -111,8 +123,9 @@ class Gateway:
         caps = {
             m: cap
             for m in upstream_settings.models
-            if (cap := MODELS[m].max_concurrency_per_key.get(upstream.kind)) is not None
+            if (cap := MODELS[m].max_concurrency_per_account.get(upstream.kind)) is not None
         }
+        account_cap = upstream_settings.max_concurrency
         pool = KeyPool(
             upstream.name,
             upstream_settings.resolved_keys(),
@@ -120,6 +133,7 @@ class Gateway:
             self.metrics,
             self.state,
             model_caps=caps,
+            account_cap=account_cap or ACCOUNT_CONCURRENCY.get(upstream.kind),
             check=upstream.check_key,
             recheck_s=upstream_settings.recheck_s,
         )
@@ -140,8 +154,15 @@ class Gateway:
         name = self.client_keys.owner(key)
         return self.teams.get(name) if name else None
 
-    def model(self, model_id: str, team: TeamSettings) -> ModelSpec:
-        """The catalog entry for a model id or alias, if the team may use it."""
+    def model(self, model_id: str | None, team: TeamSettings) -> ModelSpec:
+        """The catalog entry for a model id or alias (else the team's default), if allowed."""
+        model_id = model_id or team.default_model
+        if model_id is None:
+            raise InvalidRequest(
+                "Missing required parameter: 'model' (your team has no default_model).",
+                param="model",
+                code="missing_required_parameter",
+            )
         resolved = self.settings.aliases.get(model_id, model_id)
         spec = MODELS.get(resolved)
         if spec is None:
@@ -197,7 +218,6 @@ class Gateway:
         request_id: str,
     ) -> list[Delivered]:
         """Run n jobs concurrently on the planned upstreams and rehost every result."""
-        candidates = await self.inline_own_links(candidates, parsed.references)
         req = parsed.body
         prompt = req.prompt if self.settings.cache.keep_prompts else None
 
@@ -244,20 +264,48 @@ class Gateway:
                     "team": meta.team,
                     "model": meta.model,
                     "upstream": meta.upstream,
-                    "reason": cause.reason if isinstance(cause, RehostFailed) else None,
+                    "reason": cause.reason if isinstance(cause, RehostFailed) else exc.code,
                     "error": exc.message,
                 },
             )
             raise
 
-    async def settle(self, ticket: Ticket, model: str, delivered: int) -> None:
-        """Charge the team for what was delivered and give back the rest of the reservation."""
-        await self.limiter.settle(ticket, delivered)
+    async def estimate(self, spec: ModelSpec, candidates: list[Candidate]) -> JobPlan:
+        """An upper bound of one job's cost over every upstream that may run it.
+
+        Candidates carry the upstream bodies after own links were inlined, so every reference
+        is either a data URL (its size read from the header) or an https link (4 MP).
+        """
+        values = [v for k in REFERENCE_KEYS if isinstance(v := candidates[0].body.get(k), str)]
+        input_mp = pricing.input_mp(await reference_sizes(values))
+        bound = 0
+        for candidate in candidates:
+            output_mp = pricing.requested_output_mp(candidate.body, bool(values))
+            size = pricing.JobSize(output_mp, input_mp)
+            bound = max(bound, self.prices.cost(candidate.route.name, spec.id, size))
+        return JobPlan(bound, input_mp)
+
+    def cost(self, spec: ModelSpec, plan: JobPlan, delivered: Delivered) -> int:
+        """What one delivered job cost: the upstream's figure, else the table at its real size."""
+        reported = delivered.outcome.result.cost_micros
+        if reported is not None:
+            return reported
+        image = delivered.image
+        output_mp = pricing.megapixels(image.width, image.height) if image.width else 1
+        size = pricing.JobSize(output_mp, plan.input_mp)
+        return self.prices.cost(delivered.outcome.upstream, spec.id, size)
+
+    async def settle(
+        self, ticket: Ticket, spec: ModelSpec, plan: JobPlan, delivered: list[Delivered]
+    ) -> int:
+        """Charge the team what was delivered, give back the rest; the micro-USD charged."""
+        spent = sum(self.cost(spec, plan, d) for d in delivered)
+        await self.limiter.settle(ticket, len(delivered), spent)
         if delivered:
             team = ticket.team.name
-            self.metrics.images.labels(model=model, team=team).inc(delivered)
-            price = self.settings.prices.get(model, 0.0)
-            self.metrics.spend.labels(team=team, model=model).inc(price * delivered)
+            self.metrics.images.labels(model=spec.id, team=team).inc(len(delivered))
+            self.metrics.spend.labels(team=team, model=spec.id).inc(spent / pricing.MICROS)
+        return spent
 
     async def item(self, delivered: Delivered, response_format: str) -> dict[str, Any]:
         """One `data` entry of the response: the durable link or the bytes inline."""

@@ -18,19 +18,31 @@ from gateway.errors import ConfigError
 
 UpstreamKind = Literal["openai-images", "bfl"]
 
-DEFAULT_PRICES: dict[str, float] = {
-    "flux-2-pro": 0.03,
-    "flux-2-max": 0.07,
-    "flux-2-flex": 0.05,
-    "flux-2-klein-9b": 0.015,
-    "flux-2-klein-4b": 0.014,
-    "flux-kontext-pro": 0.04,
-    "flux-kontext-max": 0.08,
-}
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class MegapixelPrice(_Section):
+    """FLUX.2's pricing: the first output megapixel, each further one, each reference one (USD)."""
+
+    first_mp: float = Field(ge=0)
+    extra_mp: float = Field(ge=0)
+    input_mp: float = Field(ge=0)
+
+
+Price = float | MegapixelPrice
+"""A plain number is per output image, whatever its size (Kontext, or an old config)."""
+
+DEFAULT_PRICES: dict[str, Price] = {
+    "flux-2-klein-4b": MegapixelPrice(first_mp=0.014, extra_mp=0.001, input_mp=0.001),
+    "flux-2-klein-9b": MegapixelPrice(first_mp=0.015, extra_mp=0.002, input_mp=0.002),
+    "flux-2-pro": MegapixelPrice(first_mp=0.03, extra_mp=0.015, input_mp=0.015),
+    "flux-2-max": MegapixelPrice(first_mp=0.07, extra_mp=0.03, input_mp=0.03),
+    "flux-2-flex": MegapixelPrice(first_mp=0.05, extra_mp=0.05, input_mp=0.05),
+    "flux-kontext-pro": 0.04,
+    "flux-kontext-max": 0.08,
+}
 
 
 class ServerSettings(_Section):
@@ -43,6 +55,14 @@ class ServerSettings(_Section):
     drain_s: float = 60
     drain_grace_s: float = Field(5, ge=0)
     metrics_token: str | None = None
+    max_inflight_body_mb: float = Field(512, gt=0)
+    """Request bodies all requests in flight may hold together; past it: 503 `server_busy`."""
+    max_header_kb: float = Field(64, gt=0)
+    """Request line and headers of one request together; larger: 431."""
+    max_header_fields: int = Field(100, ge=1)
+    """Header fields of one request; more: 431."""
+    header_timeout_s: float = Field(10, gt=0)
+    """A connection's request head must be complete this long after it opened or was answered."""
 
     @property
     def base_url(self) -> str:
@@ -54,6 +74,7 @@ class StateSettings(_Section):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     on_redis_error: Literal["fail-closed", "fail-open"] = "fail-closed"
+    key_prefix: str = "fg:"
     lease_s: float = Field(30.0, gt=1)
     timeout_s: float = Field(1.0, gt=0)
 
@@ -63,10 +84,16 @@ class CacheSettings(_Section):
     dir: Path = Path("./data/images")
     retention_days: float = 30
     max_result_mb: float = 50
-    allowed_result_hosts: list[str] = ["*.bfl.ai", "*.apiyi.com"]
+    allowed_result_hosts: list[str] = [
+        "*.bfl.ai",
+        "bfldeliveryprod.blob.core.windows.net",
+        "*.apiyi.com",
+    ]
     allow_http_results: bool = False
     inline_own_urls: bool = True
     keep_prompts: bool = True
+    fsync: bool = True
+    min_free_mb: float = Field(512, ge=0)
     download_timeout_s: float = 60
     download_attempts: int = Field(6, ge=1)
     download_concurrency: int = Field(32, ge=1)
@@ -105,7 +132,10 @@ class UpstreamSettings(_Section):
     keys: list[str] = []
     models: list[str] = []
     priority: int = 1
-    max_concurrency_per_key: int | None = None
+    max_concurrency_per_key: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    poll_hosts: list[str] = ["*.bfl.ai"]
+    prices: dict[str, Price] = {}
     timeout_s: float = 300
     connect_timeout_s: float = 10
     recheck_s: float = Field(default=60, gt=0)
@@ -136,6 +166,8 @@ class TeamSettings(_Section):
     images_per_day: int | None = None
     monthly_budget_usd: float | None = None
     models: list[str] = ["*"]
+    default_model: str | None = None
+    default_response_format: Literal["url", "b64_json"] = "url"
 
     @field_validator("key_hashes")
     @classmethod
@@ -168,7 +200,7 @@ class Settings(BaseSettings):
     upstreams: list[UpstreamSettings] = []
     teams: list[TeamSettings] = []
     admin: AdminSettings = AdminSettings()
-    prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     aliases: dict[str, str] = {}
     log: LogSettings = LogSettings()
 
@@ -186,7 +218,7 @@ class Settings(BaseSettings):
 
     @field_validator("prices")
     @classmethod
-    def _merge_prices(cls, prices: dict[str, float]) -> dict[str, float]:
+    def _merge_prices(cls, prices: dict[str, Price]) -> dict[str, Price]:
         return {**DEFAULT_PRICES, **prices}
 
     @classmethod
@@ -201,4 +233,4 @@ class Settings(BaseSettings):
                 raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        return cls(**data)
+        return cls(**data)  # type: ignore[arg-type]  # the TOML tables, validated here

@@ -18,6 +18,7 @@ from tests.helpers import RedisServer, Sim, ThreadServer, free_port
 CLIENT_KEY = "sk-test-design-0123456789"
 LIMITED_KEY = "sk-test-limited-0123456789"
 SIM_KEYS = ["sim-key-a", "sim-key-b"]
+SIM_POLL_HOST = "localhost"
 UpstreamConfig = dict[str, Any]
 
 
@@ -109,6 +110,9 @@ def sim_upstream(sim: Sim, name: str, kind: str, **fields: Any) -> UpstreamConfi
     """An upstream of `kind` on the simulator, which serves both protocols on one port."""
     base_url = f"{sim.url}/v1" if kind == "openai-images" else sim.url
     config: UpstreamConfig = {"name": name, "kind": kind, "base_url": base_url}
+    if kind == "bfl":
+        # The simulator answers polling URLs on "localhost", as BFL names regional hosts.
+        config["poll_hosts"] = [SIM_POLL_HOST]
     return config | {"keys": list(sim.keys), "models": list(MODELS), "timeout_s": 30} | fields
 
 

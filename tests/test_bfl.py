@@ -16,7 +16,7 @@ from gateway.settings import UpstreamSettings
 from gateway.sim import SimConfig
 from gateway.upstreams import bfl as bfl_module
 from gateway.upstreams.bfl import BflUpstream
-from tests.conftest import Gateway, GatewayFactory, sim_upstream
+from tests.conftest import SIM_POLL_HOST, Gateway, GatewayFactory, sim_upstream
 from tests.helpers import Sim, image_bytes
 
 PNG = image_bytes("PNG", (250, 0, 0))
@@ -82,11 +82,12 @@ def test_flux2_size_becomes_width_height_and_the_job_is_polled_until_ready(
     assert submit["headers"]["x-key"] == sim.keys[0]
     assert submit["json"] == {"prompt": "a red fox", "width": 1536, "height": 1024}
     (result,) = sim.results()
-    polling_url = f"{sim.url}/v1/get_result?id={result['id']}"
+    regional = sim.url.replace("127.0.0.1", SIM_POLL_HOST)
+    polling_url = f"{regional}/v1/get_result?id={result['id']}"
     assert len(polls(sim)) >= 2
     for poll in polls(sim):
         assert poll["method"] == "GET"
-        assert f"{sim.url}{poll['path']}?{poll['query']}" == polling_url
+        assert f"http://{poll['headers']['host']}{poll['path']}?{poll['query']}" == polling_url
         assert poll["headers"]["x-key"] == sim.keys[0]
     durable = httpx.get(raw.parse().data[0].url)
     assert durable.content == httpx.get(f"{sim.url}/_sim/results/{result['id']}").content
@@ -144,7 +145,7 @@ def test_kontext_takes_three_reference_images_as_bare_base64(bfl: Gateway, sim: 
         ("flux-2-pro", {"safety_tolerance": 6}, "safety_tolerance"),
         ("flux-2-pro", {"prompt_upsampling": True}, "prompt_upsampling"),
         ("flux-2-pro", {"steps": 20}, "steps"),
-        ("flux-kontext-pro", {"output_format": "webp"}, "output_format"),
+        ("flux-kontext-pro", {"output_format": "gif"}, "output_format"),
         ("flux-kontext-pro", {"aspect_ratio": "4:1"}, "aspect_ratio"),
         (
             "flux-2-klein-4b",
@@ -152,7 +153,7 @@ def test_kontext_takes_three_reference_images_as_bare_base64(bfl: Gateway, sim: 
             "input_image_5",
         ),
         ("flux-2-pro", {"width": 1000, "height": 1024}, "width"),
-        ("flux-2-pro", {"width": 4096, "height": 2048}, "width"),
+        ("flux-2-pro", {"width": 48, "height": 1024}, "width"),
     ],
 )
 def test_what_bfl_does_not_take_is_400_before_any_upstream_call(
@@ -162,6 +163,31 @@ def test_what_bfl_does_not_take_is_400_before_any_upstream_call(
         generate(bfl, model=model, extra_body=extra)
     assert caught.value.body["param"] == param
     assert sim.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "sent"),
+    [
+        ({"width": 4096, "height": 2048}, {"width": 2896, "height": 1440}),
+        ({"width": 4096, "height": 256}, {"width": 4096, "height": 256}),
+        ({"size": "8192x1024"}, {"width": 5792, "height": 720}),
+        ({"width": 0, "height": 0}, {}),
+    ],
+    ids=["8 MP scaled to 4 MP", "16:1 taken as it is", "8:1 size scaled", "0 never sent"],
+)
+def test_flux2_on_bfl_takes_any_ratio_and_is_scaled_down_to_4_mp(
+    bfl: Gateway, sim: Sim, extra: dict[str, Any], sent: dict[str, int]
+) -> None:
+    generate(bfl, extra_body=extra)
+    assert sim.bodies() == [{"prompt": "a red fox", **sent}]
+    assert sent.get("width", 0) * sent.get("height", 0) <= 4 * 1024 * 1024
+
+
+def test_kontext_on_bfl_takes_webp(bfl: Gateway, sim: Sim) -> None:
+    raw = generate(bfl, model="flux-kontext-pro", extra_body={"output_format": "webp"})
+    assert sim.bodies() == [{"prompt": "a red fox", "output_format": "webp"}]
+    assert raw.http_response.json()["output_format"] == "webp"
+    assert httpx.get(raw.parse().data[0].url).headers["content-type"] == "image/webp"
 
 
 def test_kontext_on_bfl_takes_safety_tolerance_6(bfl: Gateway, sim: Sim) -> None:
@@ -287,7 +313,9 @@ def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _upstream(handler: Callable[[httpx.Request], httpx.Response]) -> BflUpstream:
-    settings = UpstreamSettings(name="bfl", kind="bfl", base_url="https://api.bfl.test")
+    settings = UpstreamSettings(
+        name="bfl", kind="bfl", base_url="https://api.bfl.test", poll_hosts=["*.bfl.test"]
+    )
     return BflUpstream(settings, httpx.AsyncClient(transport=httpx.MockTransport(handler)))
 
 

@@ -283,7 +283,7 @@ def test_openapi_describes_the_api_from_the_request_model(make_gateway: Make) ->
     assert set(generation) == {"application/json"}
     request_schema = resolve(doc, generation["application/json"]["schema"])
     assert set(request_schema["properties"]) == fields
-    assert request_schema["required"] == ["model", "prompt"]
+    assert request_schema["required"] == ["prompt"]  # no model: the team's default_model
     assert request_schema["additionalProperties"] is False
     edit = doc["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]
     assert set(edit) == {"multipart/form-data", "application/json"}

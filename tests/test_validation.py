@@ -167,8 +167,8 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "invalid_value",
     ),
     (
-        "quality hd",
-        {"model": "flux-2-pro", "prompt": "x", "quality": "hd"},
+        "quality the OpenAI API does not know",
+        {"model": "flux-2-pro", "prompt": "x", "quality": "ultra"},
         "quality",
         "invalid_value",
     ),
@@ -176,7 +176,31 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "transparent background",
         {"model": "flux-2-pro", "prompt": "x", "background": "transparent"},
         "background",
+        "unsupported_parameter",
+    ),
+    (
+        "output_compression above 100",
+        {"model": "flux-2-pro", "prompt": "x", "output_compression": 101},
+        "output_compression",
         "invalid_value",
+    ),
+    (
+        "partial images need streaming",
+        {"model": "flux-2-pro", "prompt": "x", "partial_images": 2},
+        "partial_images",
+        "unsupported_parameter",
+    ),
+    (
+        "moderation the OpenAI API does not know",
+        {"model": "flux-2-pro", "prompt": "x", "moderation": "off"},
+        "moderation",
+        "invalid_value",
+    ),
+    (
+        "no model and the team has no default",
+        {"prompt": "x"},
+        "model",
+        "missing_required_parameter",
     ),
     (
         "prompt_upsampling as text",

@@ -73,11 +73,14 @@ async def _describe(route: Route) -> dict[str, Any]:
                 "last_error": key.last_error,
             }
         )
+    down = route.reach.down(now)
     return {
         "name": route.name,
         "kind": route.upstream.kind,
         "priority": route.priority,
         "models": list(route.upstream.settings.models),
+        "passed_over_until": _when(route.reach.down_until) if down else None,
+        "passed_over_reason": route.reach.reason if down else None,
         "keys": keys,
     }
 

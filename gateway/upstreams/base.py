@@ -17,6 +17,7 @@ import orjson
 
 from gateway.catalog import Kind
 from gateway.settings import UpstreamSettings
+from gateway.upstreams.redact import Redactor
 
 DEFAULT_MAX_PER_KEY = 24
 JSON_CONTENT = {"content-type": "application/json"}
@@ -27,6 +28,8 @@ class UpstreamResult:
     url: str
     seed: int | None = None
     revised_prompt: str | None = None
+    cost_micros: int | None = None
+    """What the upstream says the job cost, when it says (BFL's `cost`); it wins over prices."""
 
 
 class Upstream(ABC):
@@ -36,6 +39,7 @@ class Upstream(ABC):
         self.settings = settings
         self.name = settings.name
         self.client = client
+        self.redactor = Redactor(settings.resolved_keys())
 
     async def post_json(
         self, url: httpx.URL | str, body: dict[str, Any], headers: dict[str, str]

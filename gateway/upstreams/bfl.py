@@ -8,8 +8,11 @@ failed poll is simply tried again while the deadline allows.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import fnmatch
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -22,6 +25,7 @@ from gateway.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from gateway.pricing import credits_micros
 from gateway.upstreams.base import Upstream, UpstreamResult
 from gateway.upstreams.http import json_body, retry_after, transport_failure
 
@@ -39,8 +43,9 @@ class BflUpstream(Upstream):
 
     async def generate(self, body: dict[str, Any], key: str) -> UpstreamResult:
         deadline = time.monotonic() + self.settings.timeout_s
-        polling_url = await self._submit(body["model"], _payload(body), key)
-        return await self._wait(polling_url, key, deadline, body["prompt"])
+        polling_url, cost = await self._submit(body["model"], _payload(body), key)
+        result = await self._wait(polling_url, key, deadline, body["prompt"])
+        return dataclasses.replace(result, cost_micros=cost)
 
     async def check_key(self, key: str) -> bool:
         """A key works again once `/v1/credits` shows a positive balance."""
@@ -54,7 +59,10 @@ class BflUpstream(Upstream):
         credits = answer.get("credits") if isinstance(answer, dict) else None
         return response.status_code == 200 and isinstance(credits, int | float) and credits > 0
 
-    async def _submit(self, model: str, payload: dict[str, Any], key: str) -> str:
+    async def _submit(
+        self, model: str, payload: dict[str, Any], key: str
+    ) -> tuple[str, int | None]:
+        """The job's polling URL and, when BFL reports it, its cost in micro-USD."""
         try:
             response = await self.post_json(
                 f"{self.settings.base_url}/v1/{model}", payload, headers={"x-key": key}
@@ -67,7 +75,21 @@ class BflUpstream(Upstream):
         url = answer.get("polling_url") if isinstance(answer, dict) else None
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise UpstreamError(f"The upstream {self.name} accepted the job without a polling URL.")
-        return url
+        self._check_poll_host(url)
+        cost = answer.get("cost")
+        reported = isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0
+        return url, credits_micros(cost) if reported else None
+
+    def _check_poll_host(self, url: str) -> None:
+        """The key goes only to the submit host and `poll_hosts`: elsewhere it would leave BFL."""
+        host = (urlsplit(url).hostname or "").lower()
+        own = (urlsplit(self.settings.base_url).hostname or "").lower()
+        if host == own or any(fnmatch.fnmatch(host, p.lower()) for p in self.settings.poll_hosts):
+            return
+        raise UpstreamError(
+            f"The upstream {self.name} named a polling host outside poll_hosts ({host!r}); "
+            "the job was not polled, so the key stayed with BFL."
+        )
 
     def _refusal(self, response: httpx.Response) -> Exception:
         """Why a submit was not accepted, as the error that decides where the job goes next."""
@@ -81,12 +103,13 @@ class BflUpstream(Upstream):
                 "rate_limited", f"{self.name}: rate limited", retry_after(response)
             )
         if status in (400, 422):
-            message, param = _detail(json_body(response), status)
-            return InvalidRequest(f"The upstream refused the request: {message}", param=param)
+            message, param = _detail(json_body(response))
+            said = self.redactor.detail(message)
+            return InvalidRequest(f"The upstream refused the request{said}.", param=param)
         if status == 413:
             return RequestTooLarge("The upstream refused the request as too large.")
         if status in (502, 503):
-            return UpstreamRejected("unreachable", f"{self.name}: unavailable ({status})")
+            return UpstreamRejected("overloaded", f"{self.name}: unavailable ({status})")
         return UpstreamError(f"The upstream {self.name} failed (HTTP {status}).")
 
     async def _wait(
@@ -170,7 +193,7 @@ def _bare_base64(value: Any) -> Any:
     return value
 
 
-def _detail(answer: Any, status: int) -> tuple[str, str | None]:
+def _detail(answer: Any) -> tuple[str | None, str | None]:
     """The message and offending field of a BFL 400/422 (`{"detail": str | [{loc, msg}]}`)."""
     detail = answer.get("detail") if isinstance(answer, dict) else None
     if isinstance(detail, str):
@@ -178,8 +201,9 @@ def _detail(answer: Any, status: int) -> tuple[str, str | None]:
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
         loc = detail[0].get("loc")
         param = loc[-1] if isinstance(loc, list) and len(loc) > 1 else None
-        message = str(detail[0].get("msg") or f"HTTP {status}")
-        if isinstance(param, str):
-            return f"{param}: {message}", param
+        message = detail[0].get("msg")
+        message = message if isinstance(message, str) else None
+        if isinstance(param, str) and param.isidentifier():
+            return f"{param}: {message or 'invalid'}", param
         return message, None
-    return f"HTTP {status}", None
+    return None, None

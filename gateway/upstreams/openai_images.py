@@ -53,29 +53,65 @@ class OpenAIImagesUpstream(Upstream):
         )
 
     def _failure(self, response: httpx.Response) -> Exception:
+        """The gateway's own error for an upstream answer; upstream text only once redacted."""
         status = response.status_code
         error = (json_body(response) or {}).get("error") if status < 500 else None
         error = error if isinstance(error, dict) else {}
-        message = str(error.get("message") or f"HTTP {status}")
+        said = self.redactor.detail(error.get("message"))
         if status in (400, 404, 422):
-            param = error.get("param") if isinstance(error.get("param"), str) else None
-            return InvalidRequest(f"The upstream refused the request: {message}", param=param)
+            param = error.get("param")
+            param = param if isinstance(param, str) and param.isidentifier() else None
+            return InvalidRequest(f"The upstream refused the request{said}.", param=param)
         if status == 401:
-            return UpstreamRejected("bad_key", f"{self.name}: key refused (401)")
+            return UpstreamRejected("bad_key", f"{self.name}: key refused (401){said}")
         if status == 402:
-            return UpstreamRejected("no_credit", f"{self.name}: no credit (402)")
+            return UpstreamRejected("no_credit", f"{self.name}: no credit (402){said}")
         if status == 403:
+            problem = key_problem(error)
+            if problem is not None:
+                return UpstreamRejected(problem, f"{self.name}: key refused (403){said}")
             return ContentPolicyViolation(
-                f"The request was rejected by the upstream's content moderation: {message}"
+                f"The request was rejected by the upstream's content moderation{said}."
             )
         if status == 413:
-            return RequestTooLarge(f"The upstream refused the request as too large: {message}")
+            return RequestTooLarge(f"The upstream refused the request as too large{said}.")
         if status == 429:
             if error.get("code") == "insufficient_quota":
-                return UpstreamRejected("no_credit", f"{self.name}: out of credit (429)")
+                return UpstreamRejected("no_credit", f"{self.name}: out of credit (429){said}")
             return UpstreamRejected(
                 "rate_limited", f"{self.name}: rate limited", retry_after(response)
             )
         if status in (502, 503):
-            return UpstreamRejected("unreachable", f"{self.name}: unavailable ({status})")
+            return UpstreamRejected("overloaded", f"{self.name}: unavailable ({status})")
         return UpstreamError(f"The upstream {self.name} failed (HTTP {status}).")
+
+
+KEY_PROBLEM_CODES = frozenset(
+    {
+        "insufficient_user_quota",
+        "pre_consume_token_quota_failed",
+        "insufficient_quota",
+        "quota_exceeded",
+        "insufficient_balance",
+        "model_not_allowed",
+        "access_denied",
+        "token_not_allowed",
+    }
+)
+_QUOTA_WORDS = ("quota", "credit", "balance", "额度", "余额")
+_PERMISSION_WORDS = ("permission", "not allowed to use", "无权")
+
+
+def key_problem(error: dict[str, Any]) -> str | None:
+    """`no_credit` or `bad_key` when an aggregator's 403 speaks of the key, else None.
+
+    Aggregators built on one-api/new-api answer 403 both for moderation and for a key out of
+    quota or not entitled to the model (SPEC 5); only the body tells them apart.
+    """
+    code = str(error.get("code") or "").lower()
+    text = f"{code} {error.get('message') or ''}".lower()
+    if any(word in text for word in _PERMISSION_WORDS) and "quota" not in text:
+        return "bad_key"
+    if code in KEY_PROBLEM_CODES or any(word in text for word in _QUOTA_WORDS):
+        return "no_credit"
+    return None
