@@ -18,7 +18,7 @@ from gateway.api import admin, console, files, health, images, models, openapi
 from gateway.api.responses import error_response
 from gateway.body_budget import BodyBudget, BodyBudgetGate
 from gateway.drain import DrainGate
-from gateway.errors import ApiError, InvalidRequest, NotFound, ServerError
+from gateway.errors import GatewayError, InvalidRequest, NotFound, ServerError
 from gateway.keys import KeyRing
 from gateway.metrics import Metrics, process_exited
 from gateway.middleware import BearerGuard, BodyLimit, ClientAuth, RequestContext, TeamPrecheck
@@ -30,7 +30,7 @@ from gateway.state.budget import StateBudget
 log = logging.getLogger("gateway")
 
 
-async def _remember(request: Request, error: ApiError) -> None:
+async def _remember(request: Request, error: GatewayError) -> None:
     """List the error for operators: a team's request, or any server error."""
     team = getattr(request.state, "team", None)
     if team is None and error.status < 500:
@@ -47,7 +47,7 @@ async def _remember(request: Request, error: ApiError) -> None:
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
+    assert isinstance(exc, GatewayError)
     await _remember(request, exc)
     return error_response(exc)
 
@@ -150,7 +150,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
         routes=routes,
         middleware=middleware,
         exception_handlers={
-            ApiError: _api_error,
+            GatewayError: _api_error,
             HTTPException: _http_error,
             Exception: _unexpected,
         },

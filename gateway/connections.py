@@ -20,12 +20,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.errors import ApiError, RequestTimeout
-
-
-class HeadersTooLarge(ApiError):
-    status = 431
-    code = "request_header_fields_too_large"
+from gateway.errors import GatewayError, HeadersTooLarge, RequestTimeout
 
 
 class _TooManyFields(Exception):
@@ -44,7 +39,7 @@ def protocol_factory(limits: HeadLimits) -> functools.partial[EdgeProtocol]:
     return functools.partial(EdgeProtocol, limits=limits)
 
 
-def raw_response(error: ApiError) -> bytes:
+def raw_response(error: GatewayError) -> bytes:
     """An OpenAI-shaped error written straight to the socket, before any ASGI request exists."""
     body = orjson.dumps(error.body())
     head = (
@@ -120,7 +115,7 @@ class EdgeProtocol(HttpToolsProtocol):
             return
         super().send_400_response(msg)
 
-    def _refuse(self, error: ApiError) -> None:
+    def _refuse(self, error: GatewayError) -> None:
         self._disarm_deadline()
         if not self.transport.is_closing():
             self.transport.write(raw_response(error))

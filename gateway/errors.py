@@ -1,8 +1,19 @@
-"""The gateway's exceptions and the one OpenAI error envelope they render to.
+"""The gateway's one exception tree, and the OpenAI error envelope every member renders to.
 
-Everything a client can see as an error is an `ApiError`; upstream, httpx and storage failures
-are translated into one at the boundary where they happen. `UpstreamRejected` and
-`UpstreamFailed` stay inside routing: they decide whether a job may be tried elsewhere.
+    GatewayError                      the root: status, type, code, message, param, headers
+    ├── ConfigError                   the configuration cannot run (start-up only)
+    ├── InvalidRequest (400)          UnknownParameter, ModelNotFound (404), ContentPolicyViolation
+    ├── AuthenticationFailed (401), PermissionDenied (403), NotFound (404), Conflict (409)
+    ├── RequestTimeout (408), RequestTooLarge (413), HeadersTooLarge (431)
+    ├── RateLimited (429), QuotaExceeded (429)
+    └── ServerError (500)
+        ├── ServiceUnavailable (503)  StateUnavailable, CacheUnavailable, UpstreamUnavailable
+        │                             └── UpstreamRejected (routing: try the next key)
+        └── UpstreamError (502)       UpstreamTimeout (504), StorageError, RehostFailed
+
+Layers raise these where a failure happens (httpx, aiohttp, redis and OS errors are translated
+at that boundary); one handler renders any of them. `UpstreamRejected` and `RehostFailed` are
+mostly handled inside routing and rehosting: they say whether a job may be tried elsewhere.
 """
 
 from __future__ import annotations
@@ -10,12 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 
-class ConfigError(Exception):
-    """The configuration cannot run: raised at start-up, never at the first request."""
-
-
-class ApiError(Exception):
-    """An error answered to the client in OpenAI's shape."""
+class GatewayError(Exception):
+    """An error the gateway raises on purpose, answered to a client in OpenAI's shape."""
 
     status = 400
     type = "invalid_request_error"
@@ -47,7 +54,15 @@ class ApiError(Exception):
         }
 
 
-class InvalidRequest(ApiError):
+class ConfigError(GatewayError):
+    """The configuration cannot run: raised at start-up, never at the first request."""
+
+    status = 500
+    type = "server_error"
+    code = "config_error"
+
+
+class InvalidRequest(GatewayError):
     code = "invalid_value"
 
 
@@ -60,45 +75,45 @@ class ModelNotFound(InvalidRequest):
     code = "model_not_found"
 
 
-class NotFound(ApiError):
+class NotFound(GatewayError):
     status = 404
     code = "not_found"
 
 
-class RequestTooLarge(ApiError):
+class RequestTooLarge(GatewayError):
     status = 413
     code = "request_too_large"
 
 
-class RequestTimeout(ApiError):
+class RequestTimeout(GatewayError):
     status = 408
     code = "request_timeout"
 
 
-class AuthenticationFailed(ApiError):
+class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
 
 
-class PermissionDenied(ApiError):
+class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
     code = "model_not_allowed"
 
 
-class Conflict(ApiError):
+class Conflict(GatewayError):
     status = 409
     code = "idempotency_conflict"
 
 
-class RateLimited(ApiError):
+class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
 
-class QuotaExceeded(ApiError):
+class QuotaExceeded(GatewayError):
     status = 429
     type = "insufficient_quota"
     code = "insufficient_quota"
@@ -108,7 +123,7 @@ class ContentPolicyViolation(InvalidRequest):
     code = "content_policy_violation"
 
 
-class ServerError(ApiError):
+class ServerError(GatewayError):
     status = 500
     type = "server_error"
     code = "internal_error"
@@ -146,10 +161,40 @@ class StorageError(UpstreamError):
     code = "storage_error"
 
 
-class UpstreamRejected(Exception):
+class StateUnavailable(ServiceUnavailable):
+    """The state backend could not be reached; the caller decides between fail-open and
+    fail-closed (SPEC 3), and fail-closed answers this 503."""
+
+    code = "state_unavailable"
+
+
+class CacheUnavailable(ServiceUnavailable):
+    """Reading, listing or deleting failed in the storage behind the cache; callers may retry
+    (503). A failed store is a `StorageError` instead: the image it held was already paid for."""
+
+    code = "cache_unavailable"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    code = "request_header_fields_too_large"
+
+
+class RehostFailed(UpstreamError):
+    """A result could not be fetched or kept: `reason` names why (a metric label), and
+    `retryable` whether the download may be tried again while the link lives."""
+
+    def __init__(self, reason: str, detail: str, retryable: bool) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class UpstreamRejected(UpstreamUnavailable):
     """The upstream did not accept the job (nothing charged): another key or upstream may.
 
-    `reason` is one of: rate_limited, bad_key, no_credit, unreachable, busy.
+    `reason` is one of: rate_limited, bad_key, no_credit, unreachable, overloaded, busy,
+    unavailable.
     """
 
     def __init__(self, reason: str, detail: str, retry_after: float | None = None) -> None:

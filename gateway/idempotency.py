@@ -23,9 +23,14 @@ from typing import Any
 import orjson
 
 from gateway.cache import ResultCache, StoredImage
-from gateway.errors import ApiError, Conflict, InvalidRequest, ServiceUnavailable
+from gateway.errors import (
+    Conflict,
+    GatewayError,
+    InvalidRequest,
+    ServiceUnavailable,
+)
 from gateway.requests import ParsedRequest
-from gateway.state.base import State, StateUnavailable
+from gateway.state.base import State
 
 log = logging.getLogger("gateway.idempotency")
 
@@ -121,12 +126,12 @@ class Idempotency:
         record = {"body": {**body, "data": data}, "headers": headers, "inline": inline}
         try:
             await self.state.idem_finish(name, orjson.dumps(record))
-        except (StateUnavailable, ApiError) as exc:
+        except GatewayError as exc:
             log.warning("idempotent answer not stored", extra={"error": str(exc)})
 
     async def drop(self, name: str) -> None:
         """Give the key up; if the state is down the pending claim expires by itself."""
         try:
             await self.state.idem_drop(name)
-        except (StateUnavailable, ApiError) as exc:
+        except GatewayError as exc:
             log.warning("idempotency claim not dropped", extra={"error": str(exc)})

@@ -20,10 +20,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.errors import ApiError, UpstreamRejected
+from gateway.errors import GatewayError, UpstreamRejected
 from gateway.keys import fingerprint
 from gateway.metrics import Metrics
-from gateway.state.base import KeyStatus, SlotCaps, State, StateUnavailable
+from gateway.state.base import KeyStatus, SlotCaps, State
 
 RECHECK_S = 60.0
 MAX_RECHECK_S = 3600.0
@@ -206,7 +206,7 @@ class KeyPool:
         the lease or key state it would have written expires or is re-learned later."""
         try:
             await call
-        except (StateUnavailable, ApiError) as exc:
+        except GatewayError as exc:
             log.warning(
                 "key pool bookkeeping skipped", extra={"upstream": self.upstream, "error": str(exc)}
             )
@@ -259,7 +259,7 @@ class KeyPool:
             await asyncio.sleep(self.refresh_interval())
             try:
                 await self.maintain()
-            except (StateUnavailable, ApiError):
+            except GatewayError:
                 continue
 
 

@@ -13,10 +13,10 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from gateway.errors import ApiError, QuotaExceeded, RateLimited
+from gateway.errors import GatewayError, QuotaExceeded, RateLimited
 from gateway.metrics import Metrics
 from gateway.settings import TeamSettings
-from gateway.state.base import Counters, Limits, State, StateUnavailable
+from gateway.state.base import Counters, Limits, State
 
 MICROS = 1_000_000
 log = logging.getLogger("gateway.limits")
@@ -59,7 +59,7 @@ def ratelimit_headers(team: TeamSettings, remaining: int, reset_s: float) -> dic
     }
 
 
-def refusal(reason: str, wait_s: float, headers: dict[str, str]) -> ApiError:
+def refusal(reason: str, wait_s: float, headers: dict[str, str]) -> GatewayError:
     """The answer to a refused admission: 429 with retry-after, or 429 insufficient_quota."""
     if reason in ("rpm", "concurrency"):
         what = "requests per minute" if reason == "rpm" else "requests in flight"
@@ -117,7 +117,7 @@ class TeamLimiter:
         self._running.pop(ticket.request_id, None)
         try:
             await self.state.settle(ticket.names, ticket.request_id, delivered, spent_micros)
-        except (StateUnavailable, ApiError) as exc:
+        except GatewayError as exc:
             log.warning(
                 "settlement skipped; the lease expires by itself",
                 extra={
@@ -136,5 +136,5 @@ class TeamLimiter:
             for team, ids in by_team.items():
                 try:
                     await self.state.renew(team, ids)
-                except (StateUnavailable, ApiError):
+                except GatewayError:
                     continue

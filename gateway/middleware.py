@@ -15,7 +15,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.responses import error_response
-from gateway.errors import ApiError, AuthenticationFailed, RequestTimeout, RequestTooLarge
+from gateway.errors import AuthenticationFailed, GatewayError, RequestTimeout, RequestTooLarge
 from gateway.logs import now_ms
 from gateway.metrics import Metrics
 
@@ -213,7 +213,9 @@ class TeamPrecheck:
     way, so they skip the extra state read.
     """
 
-    def __init__(self, app: ASGIApp, refusal: Callable[[Any], Awaitable[ApiError | None]]) -> None:
+    def __init__(
+        self, app: ASGIApp, refusal: Callable[[Any], Awaitable[GatewayError | None]]
+    ) -> None:
         self.app = app
         self.refusal = refusal
 

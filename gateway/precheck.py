@@ -10,10 +10,9 @@ still runs afterwards and stays the one that decides; the check only spares the 
 from __future__ import annotations
 
 from gateway import usage
-from gateway.errors import ApiError
+from gateway.errors import GatewayError
 from gateway.limits import TeamLimiter, counters_for, ratelimit_headers, refusal
 from gateway.settings import TeamSettings
-from gateway.state.base import StateUnavailable
 from gateway.usage import Usage
 
 
@@ -23,12 +22,12 @@ class RatePrecheck:
     def __init__(self, limiter: TeamLimiter) -> None:
         self.limiter = limiter
 
-    async def __call__(self, team: TeamSettings) -> ApiError | None:
+    async def __call__(self, team: TeamSettings) -> GatewayError | None:
         if team.rpm is None and team.max_concurrency is None:
             return None
         try:
             live = await self.limiter.state.counters_read(counters_for(team))
-        except (StateUnavailable, ApiError):
+        except GatewayError:
             return None  # admission meets the outage too, and answers it as configured
         if team.rpm is not None and live.window_requests >= team.rpm:
             reason, wait_s = "rpm", live.window_reset_s

@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.catalog import ModelSpec
 from gateway.errors import (
-    ApiError,
+    GatewayError,
     ModelNotFound,
     UpstreamError,
     UpstreamRejected,
@@ -106,11 +106,11 @@ class Router:
         if not routes:
             raise ModelNotFound(f"No upstream is configured for model '{spec.id}'.", param="model")
         candidates: list[Candidate] = []
-        first_error: ApiError | None = None
+        first_error: GatewayError | None = None
         for route in routes:
             try:
                 candidates.append(Candidate(route, shape(parsed, spec, route.upstream.kind)))
-            except ApiError as exc:
+            except GatewayError as exc:
                 first_error = first_error or exc
         if not candidates:
             assert first_error is not None
@@ -190,7 +190,7 @@ class Router:
             await route.pool.failed(lease, exc.message)
             self.metrics.upstream_errors.labels(upstream=route.name, kind=outcome).inc()
             raise
-        except ApiError as exc:
+        except GatewayError as exc:
             outcome = "moderated" if exc.code == "content_policy_violation" else "refused"
             raise
         finally:

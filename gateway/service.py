@@ -14,18 +14,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import pricing
-from gateway.cache import CacheUnavailable, ImageMeta, ResultCache, StoredImage, open_cache
-from gateway.cache.rehost import Rehoster, RehostFailed
+from gateway.cache import ImageMeta, ResultCache, StoredImage, open_cache
+from gateway.cache.rehost import Rehoster
 from gateway.cache.retention import RetentionSweep
 from gateway.catalog import ACCOUNT_CONCURRENCY, MODELS, REFERENCE_KEYS, ModelSpec
 from gateway.console.gallery import Gallery
 from gateway.console.recent import RecentErrors
 from gateway.errors import (
-    ApiError,
+    CacheUnavailable,
     ConfigError,
+    GatewayError,
     InvalidRequest,
     ModelNotFound,
     PermissionDenied,
+    RehostFailed,
     UpstreamError,
 )
 from gateway.idempotency import Idempotency
@@ -236,7 +238,7 @@ class Gateway:
         delivered = [r for r in results if isinstance(r, Delivered)]
         failures = [r for r in results if not isinstance(r, Delivered)]
         for failure in failures:
-            if not isinstance(failure, ApiError):
+            if not isinstance(failure, GatewayError):
                 raise failure
         if not delivered:
             raise failures[0]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from gateway.errors import ApiError
-from gateway.state.base import State, StateUnavailable
+from gateway.errors import GatewayError
+from gateway.state.base import State
 
 DAY_FORMAT = "%Y%m%d"
 MICROS = 1_000_000
@@ -46,7 +46,7 @@ async def record(state: State, team: str, usage: Usage) -> None:
     day = time.strftime(DAY_FORMAT, time.gmtime())
     try:
         await state.usage_add(team, day, usage.counts())
-    except (StateUnavailable, ApiError) as exc:
+    except GatewayError as exc:
         log.warning("usage not recorded", extra={"team": team, "error": str(exc)})
 
 

@@ -22,8 +22,9 @@ from starlette.routing import Route
 from gateway.cache.addresses import is_public, parse
 from gateway.cache.base import ImageMeta, StoredImage, new_image_id
 from gateway.cache.filesystem import FilesystemCache
-from gateway.cache.rehost import Rehoster, RehostFailed
+from gateway.cache.rehost import Rehoster
 from gateway.cache.retention import RetentionSweep
+from gateway.errors import RehostFailed
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
 from gateway.state.memory import MemoryState

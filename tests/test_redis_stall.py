@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from gateway.state.base import Counters, Limits, SlotCaps, StateUnavailable
+from gateway.errors import StateUnavailable
+from gateway.state.base import Counters, Limits, SlotCaps
 from gateway.state.budget import BudgetSpent, request_budget
 from gateway.state.redis import RedisState
 from tests.conftest import Gateway, gateway_settings, start_gateway

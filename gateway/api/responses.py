@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from gateway.errors import ApiError
+from gateway.errors import GatewayError
 
 
 class JSONResponse(Response):
@@ -18,7 +18,7 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def error_response(exc: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(exc: GatewayError, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
         exc.body(), status_code=exc.status, headers={**exc.headers, **(headers or {})}
     )

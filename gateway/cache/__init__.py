@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.cache.base import CacheUnavailable, ImageMeta, ResultCache, StoredImage
+from gateway.cache.base import ImageMeta, ResultCache, StoredImage
 from gateway.cache.filesystem import FilesystemCache
 from gateway.cache.s3 import S3Cache
-from gateway.errors import ConfigError
+from gateway.errors import CacheUnavailable, ConfigError
 from gateway.settings import CacheSettings
 
 __all__ = ["CacheUnavailable", "ImageMeta", "ResultCache", "StoredImage", "open_cache"]

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from pydantic import TypeAdapter, ValidationError
 
 from gateway import media
-from gateway.errors import ServiceUnavailable
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -76,13 +75,6 @@ class StoredImage:
 
 
 _RECORD = TypeAdapter(StoredImage)
-
-
-class CacheUnavailable(ServiceUnavailable):
-    """Reading, listing or deleting failed in the storage behind the cache; callers may retry
-    (503). A failed store is a `StorageError` instead: the image it held was already paid for."""
-
-    code = "cache_unavailable"
 
 
 ByteRange = tuple[int, int]

@@ -23,7 +23,7 @@ import anyio.to_thread
 from gateway import media
 from gateway.cache import addresses
 from gateway.cache.base import ImageMeta, ResultCache, StoredImage
-from gateway.errors import StorageError, UpstreamError
+from gateway.errors import RehostFailed, StorageError, UpstreamError
 from gateway.http_session import LazySession
 from gateway.image_header import size_of
 from gateway.metrics import Metrics
@@ -35,13 +35,6 @@ CONNECT_TIMEOUT_S = 10.0
 READ_BUFFER = 1024 * 1024
 HEADER_BYTES = 1024 * 1024
 """How much of a result is read before its header is judged (JPEG metadata can precede it)."""
-
-
-class RehostFailed(Exception):
-    def __init__(self, reason: str, detail: str, retryable: bool) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.retryable = retryable
 
 
 class Rehoster:

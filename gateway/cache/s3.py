@@ -29,14 +29,13 @@ from obstore.store import S3Store
 from gateway.cache.base import (
     IMMUTABLE,
     ByteRange,
-    CacheUnavailable,
     ImageMeta,
     ResultCache,
     StoredImage,
     new_image_id,
     valid_id,
 )
-from gateway.errors import ApiError, ConfigError, StorageError
+from gateway.errors import CacheUnavailable, ConfigError, GatewayError, StorageError
 from gateway.settings import CacheSettings
 
 if TYPE_CHECKING:
@@ -213,7 +212,7 @@ def _record_id(key: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _storage_errors(failure: type[ApiError] = CacheUnavailable) -> Iterator[None]:
+def _storage_errors(failure: type[GatewayError] = CacheUnavailable) -> Iterator[None]:
     """obstore's failures become the cache's own (`failure`: a read may be retried, a store of
     a paid image may not); a missing key is FileNotFoundError, as on disk."""
     try:

@@ -12,9 +12,9 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from gateway.cache.base import CacheUnavailable, ResultCache, StoredImage
-from gateway.errors import ApiError
-from gateway.state.base import State, StateUnavailable
+from gateway.cache.base import ResultCache, StoredImage
+from gateway.errors import CacheUnavailable, GatewayError, StateUnavailable
+from gateway.state.base import State
 
 log = logging.getLogger("gateway.gallery")
 
@@ -36,7 +36,7 @@ class Gallery:
         """One state call per stored image; a state outage costs the card, never the answer."""
         try:
             await self.state.index_add(_index(image.meta.team), image.id, image.created)
-        except (StateUnavailable, ApiError) as exc:
+        except GatewayError as exc:
             log.warning(
                 "gallery index not updated",
                 extra={"request_id": image.meta.request_id, "error": str(exc)},

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import ApiError
-from gateway.state.base import State, StateUnavailable
+from gateway.errors import GatewayError
+from gateway.state.base import State
 
 log = logging.getLogger("gateway.console")
 
@@ -31,7 +31,7 @@ class RecentErrors:
         self.keep = keep
 
     async def record(
-        self, error: ApiError, request_id: str, route: str, team: str | None, model: str | None
+        self, error: GatewayError, request_id: str, route: str, team: str | None, model: str | None
     ) -> None:
         """One state call per error answered; an outage loses the entry, not the answer."""
         entry = {
@@ -47,7 +47,7 @@ class RecentErrors:
         }
         try:
             await self.state.list_push(LIST, orjson.dumps(entry), self.keep)
-        except (StateUnavailable, ApiError) as exc:
+        except GatewayError as exc:
             log.warning("error not listed", extra={"request_id": request_id, "error": str(exc)})
 
     async def latest(self, limit: int) -> list[dict[str, Any]]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StateUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import StateSettings
-from gateway.state.base import State, StateUnavailable
+from gateway.state.base import State
 from gateway.state.budget import request_budget
 from gateway.state.guard import GuardedState
 from gateway.state.memory import MemoryState

@@ -17,10 +17,6 @@ SETTLED_TTL_S = 600.0
 """How long a settlement made before its admission arrived keeps that admission out."""
 
 
-class StateUnavailable(Exception):
-    """The backend could not be reached; the caller decides between fail-open and fail-closed."""
-
-
 @dataclass(frozen=True)
 class Limits:
     """A team's limits; None means unlimited."""

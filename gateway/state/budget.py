@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.state.base import StateUnavailable
+from gateway.errors import StateUnavailable
 
 
 class Budget:

@@ -14,17 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from gateway.errors import ServiceUnavailable
+from gateway.errors import ServiceUnavailable, StateUnavailable
 from gateway.metrics import Metrics
-from gateway.state.base import (
-    Admission,
-    Counters,
-    KeyChoice,
-    Limits,
-    SlotCaps,
-    State,
-    StateUnavailable,
-)
+from gateway.state.base import Admission, Counters, KeyChoice, Limits, SlotCaps, State
 from gateway.state.memory import MemoryState
 
 log = logging.getLogger("gateway.state")

@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.errors import StateUnavailable
 from gateway.state.base import (
     DONE_TTL_S,
     PENDING_TTL_S,
@@ -41,7 +42,6 @@ from gateway.state.base import (
     Limits,
     SlotCaps,
     State,
-    StateUnavailable,
 )
 from gateway.state.budget import BudgetSpent, bounded, detached
 

@@ -21,7 +21,7 @@ export const session = {
   },
 };
 
-export class ApiError extends Error {
+export class GatewayError extends Error {
   constructor(status, body) {
     const error = (body && body.error) || {};
     super(error.message || `The gateway answered ${status}.`);
@@ -51,7 +51,7 @@ export async function api(path, { method = "GET", body, key } = {}) {
   });
   const payload = await response.json().catch(() => null);
   if (!response.ok) {
-    const error = new ApiError(response.status, payload);
+    const error = new GatewayError(response.status, payload);
     if (response.status === 401 && !key) onUnauthorized(error);
     throw error;
   }

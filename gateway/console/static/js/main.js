@@ -1,6 +1,6 @@
 // Start-up: sign in (or resume this tab's session) and open the team or the operator view.
 
-import { ApiError, api, session, whenUnauthorized } from "./api.js";
+import { GatewayError, api, session, whenUnauthorized } from "./api.js";
 import { $, show } from "./dom.js";
 import { openOperator } from "./operator.js";
 import { openTeam } from "./team.js";
@@ -44,7 +44,7 @@ async function signIn(event) {
     await api(CHECKS[role], { key });
   } catch (problem) {
     error.textContent =
-      problem instanceof ApiError && problem.status === 401
+      problem instanceof GatewayError && problem.status === 401
         ? `That is not ${role === "team" ? "a team's client key" : "an admin key"} of this gateway.`
         : problem.message;
     return;
