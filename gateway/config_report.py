@@ -9,6 +9,7 @@ import orjson
 
 from gateway.keys import fingerprint
 from gateway.settings import Settings
+from gateway.state.topology import parse_topology
 
 MASK = "***"
 SECRET_WORDS = ("password", "secret", "token", "credential")
@@ -27,6 +28,8 @@ def report(settings: Settings) -> tuple[str, list[str]]:
                 f"team {team.name!r} lists plaintext keys: use key_hashes in production"
             )
         raw["keys"] = [f"fp:{fingerprint(k)}" for k in team.keys]
+    if settings.state.backend == "redis":
+        data["state"]["redis_topology"] = parse_topology(settings.state.redis_url).describe()
     masked = _masked(data)
     return orjson.dumps(masked, option=orjson.OPT_INDENT_2).decode(), warnings
 

@@ -40,11 +40,14 @@ _current: ContextVar[Budget | None] = ContextVar("state_budget", default=None)
 def request_budget(seconds: float) -> Iterator[Budget]:
     """Give the code inside (one request) `seconds` of shared-state time in total."""
     budget = Budget(seconds)
-    token = _current.set(budget)
+    previous = _current.get()
+    _current.set(budget)
     try:
         yield budget
     finally:
-        _current.reset(token)
+        # Not `reset(token)`: a request cancelled at shutdown may be closed from another
+        # context, where a token of this one cannot be used.
+        _current.set(previous)
 
 
 @asynccontextmanager

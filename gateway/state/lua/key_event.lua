@@ -2,7 +2,7 @@
 -- KEYS: the key's state hash
 -- ARGV: event (ok | rate_limited | failed | disable | enable | claim_recheck), seconds, detail,
 --       streak limit, streak cooldown seconds
--- Returns {disabled, cooldown_until ms, recheck claimed (0/1)}.
+-- Returns {disabled, cooldown_until ms, recheck_at ms, last_error, recheck claimed (0/1)}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local event, seconds, detail = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -31,5 +31,7 @@ elseif event == 'claim_recheck' then
     claimed = 1
   end
 end
-local st = redis.call('HMGET', key, 'disabled', 'cooldown_until')
-return {tonumber(st[1] or '0'), tonumber(st[2] or '0'), claimed}
+local st = redis.call('HMGET', key, 'disabled', 'cooldown_until', 'recheck_at', 'last_error')
+return {
+  tonumber(st[1] or '0'), tonumber(st[2] or '0'), tonumber(st[3] or '0'), st[4] or '', claimed
+}

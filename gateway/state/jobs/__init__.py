@@ -1,0 +1,1 @@
+"""Job records and their leases: which replica runs a job, and who may take it over."""

@@ -1,0 +1,1 @@
+"""Usage counters per name and day, ordered indexes and capped lists: what the console reads."""
