@@ -30,7 +30,7 @@ from gateway.errors import (
     ServiceUnavailable,
 )
 from gateway.requests import ParsedRequest
-from gateway.state.base import State
+from gateway.state.idempotency.base import IdempotencyRecords
 
 log = logging.getLogger("gateway.idempotency")
 
@@ -57,8 +57,8 @@ class Replay:
 
 
 class Idempotency:
-    def __init__(self, state: State, cache: ResultCache, wait_s: float) -> None:
-        self.state = state
+    def __init__(self, records: IdempotencyRecords, cache: ResultCache, wait_s: float) -> None:
+        self.records = records
         self.cache = cache
         self.wait_s = wait_s
 
@@ -76,7 +76,7 @@ class Idempotency:
         deadline = time.monotonic() + self.wait_s
         delay = FIRST_POLL_S
         while True:
-            record = await self.state.idem_begin(name, digest)
+            record = await self.records.idem_begin(name, digest)
             if record is None:
                 return None
             if record.body_hash != digest:
@@ -89,7 +89,7 @@ class Idempotency:
                 if replay is not None:
                     return replay
                 log.warning("idempotent answer's image is gone; running the request again")
-                await self.state.idem_drop(name)
+                await self.records.idem_drop(name)
                 continue
             if time.monotonic() + delay > deadline:
                 raise ServiceUnavailable(
@@ -125,13 +125,13 @@ class Idempotency:
                 inline[str(index)] = image.id
         record = {"body": {**body, "data": data}, "headers": headers, "inline": inline}
         try:
-            await self.state.idem_finish(name, orjson.dumps(record))
+            await self.records.idem_finish(name, orjson.dumps(record))
         except GatewayError as exc:
             log.warning("idempotent answer not stored", extra={"error": str(exc)})
 
     async def drop(self, name: str) -> None:
         """Give the key up; if the state is down the pending claim expires by itself."""
         try:
-            await self.state.idem_drop(name)
+            await self.records.idem_drop(name)
         except GatewayError as exc:
             log.warning("idempotency claim not dropped", extra={"error": str(exc)})

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from gateway.errors import GatewayError, UpstreamRejected
 from gateway.keys import fingerprint
 from gateway.metrics import Metrics
-from gateway.state.base import KeyStatus, SlotCaps, State
+from gateway.state.keys.base import KeyEvent, KeySlots, KeyStatus, Slot, SlotCaps, Streak
 
 RECHECK_S = 60.0
 MAX_RECHECK_S = 3600.0
 BUSY_POLL_S = 0.25
 MAX_REFRESH_S = 2.0
+STREAK = Streak(failures=3, cooldown_s=30.0)
+"""Three failures in a row cool a key for 30 s."""
 
 KeyCheck = Callable[[str], Awaitable[bool]]
 log = logging.getLogger("gateway.keypool")
@@ -57,8 +59,11 @@ class PoolKey:
 @dataclass(frozen=True)
 class Lease:
     key: PoolKey
-    model: str
-    lease_id: str
+    slot: Slot
+
+    @property
+    def model(self) -> str:
+        return self.slot.model
 
 
 class KeyPool:
@@ -68,7 +73,7 @@ class KeyPool:
         keys: list[str],
         max_per_key: int,
         metrics: Metrics,
-        state: State,
+        slots: KeySlots,
         model_caps: dict[str, int] | None = None,
         account_cap: int | None = None,
         wait_s: float = 30.0,
@@ -79,7 +84,7 @@ class KeyPool:
         self.keys = [PoolKey(k, fingerprint(k)) for k in keys]
         self.max_per_key = max_per_key
         self.metrics = metrics
-        self.state = state
+        self.slots = slots
         self.model_caps = model_caps or {}
         """Jobs of one model in flight across all keys of the account (BFL: kontext-max 6)."""
         self.account_cap = account_cap
@@ -118,11 +123,11 @@ class KeyPool:
         while True:
             lease_id = secrets.token_hex(8)
             caps = SlotCaps(self.max_per_key, self.account_cap, self.model_caps.get(model))
-            choice = await self.state.key_acquire(
+            choice = await self.slots.key_acquire(
                 self.upstream, [k.fingerprint for k in candidates], model, lease_id, caps
             )
-            if choice.index is not None:
-                lease = Lease(candidates[choice.index], model, lease_id)
+            if choice.index is not None and choice.slot is not None:
+                lease = Lease(candidates[choice.index], choice.slot)
                 self._held[lease_id] = lease
                 return lease
             if not choice.busy:
@@ -137,19 +142,17 @@ class KeyPool:
                     await asyncio.wait_for(self._freed.wait(), min(remaining, BUSY_POLL_S))
 
     async def release(self, lease: Lease) -> None:
-        self._held.pop(lease.lease_id, None)
-        await self._quietly(
-            self.state.key_release(
-                self.upstream, lease.key.fingerprint, lease.model, lease.lease_id
-            )
-        )
+        self._held.pop(lease.slot.lease_id, None)
+        await self._quietly(self.slots.key_release(lease.slot))
         async with self._freed:
             self._freed.notify_all()
 
     async def _event(
-        self, key: PoolKey, event: str, seconds: float = -1, detail: str = ""
+        self, key: PoolKey, event: KeyEvent, seconds: float = -1, detail: str = ""
     ) -> KeyStatus:
-        status = await self.state.key_event(self.upstream, key.fingerprint, event, seconds, detail)
+        status = await self.slots.key_event(
+            self.upstream, key.fingerprint, event, STREAK, seconds, detail
+        )
         before = key.state(time.time())
         key.disabled = status.disabled
         key.cooldown_until = status.cooldown_until
@@ -220,27 +223,20 @@ class KeyPool:
 
     async def maintain(self) -> None:
         """Renew held slots, refresh the view of every key, and re-check disabled keys."""
-        by_key: dict[tuple[str, str], list[str]] = {}
-        for lease in list(self._held.values()):
-            by_key.setdefault((lease.key.fingerprint, lease.model), []).append(lease.lease_id)
-        for (fp, model), ids in by_key.items():
-            await self.state.key_renew(self.upstream, fp, model, ids)
+        await self.slots.key_renew([lease.slot for lease in self._held.values()])
         now = time.time()
         for key in self.keys:
-            info = await self.state.key_info(self.upstream, key.fingerprint)
-            key.disabled = info.get("disabled") in ("1", "1.0")
-            key.cooldown_until = _seconds(info.get("cooldown_until"))
-            key.recheck_at = _seconds(info.get("recheck_at"))
-            key.last_error = info.get("last_error") or key.last_error
+            status = await self.slots.key_status(self.upstream, key.fingerprint)
+            key.disabled = status.disabled
+            key.cooldown_until = status.cooldown_until
+            key.recheck_at = status.recheck_at
+            key.last_error = status.last_error or key.last_error
             self._publish(key)
             if key.disabled and key.recheck_at <= now:
                 await self._recheck(key)
 
     async def _recheck(self, key: PoolKey) -> None:
-        status = await self.state.key_event(
-            self.upstream, key.fingerprint, "claim_recheck", self.recheck_s
-        )
-        if not status.recheck_claimed:
+        if not await self.slots.key_claim_recheck(self.upstream, key.fingerprint, self.recheck_s):
             return
         if self.check is None or await self.check(key.key):
             await self._event(key, "enable")
@@ -248,10 +244,10 @@ class KeyPool:
                 self._freed.notify_all()
 
     async def inflight(self, key: PoolKey) -> int:
-        return await self.state.key_inflight(self.upstream, key.fingerprint)
+        return await self.slots.key_inflight(self.upstream, key.fingerprint)
 
     def refresh_interval(self) -> float:
-        return min(self.state.lease_s / 3, self.recheck_s, MAX_REFRESH_S)
+        return min(self.slots.lease_s / 3, self.recheck_s, MAX_REFRESH_S)
 
     async def run_maintenance(self) -> None:
         """The background loop; state outages are logged by the state layer and skipped here."""
@@ -261,11 +257,3 @@ class KeyPool:
                 await self.maintain()
             except GatewayError:
                 continue
-
-
-def _seconds(raw: str | None) -> float:
-    """Shared state keeps times in ms (Redis) or seconds (memory); both read as seconds."""
-    if not raw:
-        return 0.0
-    value = float(raw)
-    return value / 1000 if value > 1e11 else value

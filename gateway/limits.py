@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 
 from gateway.errors import GatewayError, QuotaExceeded, RateLimited
 from gateway.metrics import Metrics
+from gateway.pricing import MICROS
 from gateway.settings import TeamSettings
-from gateway.state.base import Counters, Limits, State
+from gateway.state.admission.base import AdmissionCounters, Counters, Limits, Reservation
 
-MICROS = 1_000_000
+DAY_FORMAT = "%Y%m%d"
+MONTH_FORMAT = "%Y%m"
+"""Counters and usage are named by UTC day and month in these formats, on every replica."""
 log = logging.getLogger("gateway.limits")
 
 
@@ -28,7 +31,7 @@ class Ticket:
 
     team: TeamSettings
     request_id: str
-    names: Counters
+    reservation: Reservation
     images: int
     reserved_micros: int
     headers: dict[str, str] = field(default_factory=dict)
@@ -45,7 +48,7 @@ def _duration(seconds: float) -> str:
 def counters_for(team: TeamSettings) -> Counters:
     """The names a team's request is counted under now: its window, UTC day and month."""
     now = time.gmtime()
-    return Counters(team.name, time.strftime("%Y%m%d", now), time.strftime("%Y%m", now))
+    return Counters(team.name, time.strftime(DAY_FORMAT, now), time.strftime(MONTH_FORMAT, now))
 
 
 def ratelimit_headers(team: TeamSettings, remaining: int, reset_s: float) -> dict[str, str]:
@@ -72,19 +75,10 @@ def refusal(reason: str, wait_s: float, headers: dict[str, str]) -> GatewayError
 
 
 class TeamLimiter:
-    def __init__(self, state: State, metrics: Metrics) -> None:
-        self.state = state
+    def __init__(self, counters: AdmissionCounters, metrics: Metrics) -> None:
+        self.counters = counters
         self.metrics = metrics
         self._running: dict[str, Ticket] = {}
-        self._renewer: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._renewer = asyncio.create_task(self._renew_forever())
-
-    async def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
 
     async def admit(
         self, team: TeamSettings, request_id: str, images: int, cost_micros: int
@@ -98,12 +92,13 @@ class TeamLimiter:
             team.images_per_day,
             None if budget is None else round(budget * MICROS),
         )
-        verdict = await self.state.admit(names, request_id, limits, images, cost_micros)
+        verdict = await self.counters.admit(names, request_id, limits, images, cost_micros)
         headers = ratelimit_headers(team, verdict.remaining_requests, verdict.retry_after_s)
-        if verdict.refused is not None:
-            self.metrics.rate_limited.labels(team=team.name, reason=verdict.refused).inc()
-            raise refusal(verdict.refused, verdict.retry_after_s, headers)
-        ticket = Ticket(team, request_id, names, images, cost_micros, headers)
+        if verdict.reservation is None:
+            reason = verdict.refused or "settled"
+            self.metrics.rate_limited.labels(team=team.name, reason=reason).inc()
+            raise refusal(reason, verdict.retry_after_s, headers)
+        ticket = Ticket(team, request_id, verdict.reservation, images, cost_micros, headers)
         self._running[request_id] = ticket
         return ticket
 
@@ -116,7 +111,7 @@ class TeamLimiter:
         """
         self._running.pop(ticket.request_id, None)
         try:
-            await self.state.settle(ticket.names, ticket.request_id, delivered, spent_micros)
+            await self.counters.settle(ticket.reservation, delivered, spent_micros)
         except GatewayError as exc:
             log.warning(
                 "settlement skipped; the lease expires by itself",
@@ -127,14 +122,19 @@ class TeamLimiter:
                 },
             )
 
-    async def _renew_forever(self) -> None:
+    def adopt(self, ticket: Ticket) -> None:
+        """Renew a reservation another replica made (an async job taken over) until settled."""
+        self._running[ticket.request_id] = ticket
+
+    async def renew_forever(self) -> None:
+        """Keep the in-flight leases of running requests alive (run under the supervisor)."""
         while True:
-            await asyncio.sleep(self.state.lease_s / 3)
-            by_team: dict[str, list[str]] = {}
+            await asyncio.sleep(self.counters.lease_s / 3)
+            by_team: dict[str, list[Reservation]] = {}
             for ticket in list(self._running.values()):
-                by_team.setdefault(ticket.team.name, []).append(ticket.request_id)
-            for team, ids in by_team.items():
+                by_team.setdefault(ticket.team.name, []).append(ticket.reservation)
+            for held in by_team.values():
                 try:
-                    await self.state.renew(team, ids)
+                    await self.counters.renew(held)
                 except GatewayError:
                     continue

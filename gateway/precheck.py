@@ -13,20 +13,22 @@ from gateway import usage
 from gateway.errors import GatewayError
 from gateway.limits import TeamLimiter, counters_for, ratelimit_headers, refusal
 from gateway.settings import TeamSettings
+from gateway.state.records.base import UsageCounts
 from gateway.usage import Usage
 
 
 class RatePrecheck:
     """`await precheck(team)`: the 429 the team would get now, or None."""
 
-    def __init__(self, limiter: TeamLimiter) -> None:
+    def __init__(self, limiter: TeamLimiter, usage: UsageCounts) -> None:
         self.limiter = limiter
+        self.usage = usage
 
     async def __call__(self, team: TeamSettings) -> GatewayError | None:
         if team.rpm is None and team.max_concurrency is None:
             return None
         try:
-            live = await self.limiter.state.counters_read(counters_for(team))
+            live = await self.limiter.counters.counters_read(counters_for(team))
         except GatewayError:
             return None  # admission meets the outage too, and answers it as configured
         if team.rpm is not None and live.window_requests >= team.rpm:
@@ -38,5 +40,5 @@ class RatePrecheck:
         remaining = 0 if reason == "rpm" else (team.rpm or 0) - live.window_requests
         headers = ratelimit_headers(team, remaining, wait_s)
         self.limiter.metrics.rate_limited.labels(team=team.name, reason=reason).inc()
-        await usage.record(self.limiter.state, team.name, Usage(rate_limited=True))
+        await usage.record(self.usage, team.name, Usage(rate_limited=True))
         return refusal(reason, wait_s, headers)

@@ -48,9 +48,9 @@ def missing_for_serve(settings: Settings) -> list[str]:
 def assemble(settings: Settings) -> Starlette:
     """The app `serve` runs; CannotStart if anything is missing or wrong.
 
-    Building the app is the check: the cache, state, upstreams and teams refuse a bad config
-    as they are made (unset credential variables, a missing bucket, unknown models), so
-    nothing here repeats their rules.
+    Building the app is the check: `create_app` validates the config eagerly (unset
+    credential variables, a missing bucket, unknown models) without opening any client, so
+    nothing here repeats those rules.
     """
     missing = missing_for_serve(settings)
     try:

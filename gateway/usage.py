@@ -13,10 +13,10 @@ from datetime import date, timedelta
 from typing import Any
 
 from gateway.errors import GatewayError
-from gateway.state.base import State
+from gateway.limits import DAY_FORMAT
+from gateway.pricing import usd
+from gateway.state.records.base import UsageCounts
 
-DAY_FORMAT = "%Y%m%d"
-MICROS = 1_000_000
 COUNTS = ("requests", "images", "spend_micros", "errors", "rate_limited")
 
 log = logging.getLogger("gateway.usage")
@@ -41,28 +41,30 @@ class Usage:
         }
 
 
-async def record(state: State, team: str, usage: Usage) -> None:
+async def record(counts: UsageCounts, team: str, usage: Usage) -> None:
     """One call per request; a state outage loses the record, never the client's answer."""
     day = time.strftime(DAY_FORMAT, time.gmtime())
     try:
-        await state.usage_add(team, day, usage.counts())
+        await counts.usage_add(team, day, usage.counts())
     except GatewayError as exc:
         log.warning("usage not recorded", extra={"team": team, "error": str(exc)})
 
 
 def _row(counts: dict[str, int]) -> dict[str, Any]:
     row: dict[str, Any] = {name: counts.get(name, 0) for name in COUNTS if name != "spend_micros"}
-    row["spend_usd"] = round(counts.get("spend_micros", 0) / MICROS, 6)
+    row["spend_usd"] = usd(counts.get("spend_micros", 0))
     return row
 
 
-async def report(state: State, teams: list[str], since: date, until: date) -> list[dict[str, Any]]:
+async def report(
+    counts: UsageCounts, teams: list[str], since: date, until: date
+) -> list[dict[str, Any]]:
     """Each team's days from `since` to `until` (days without requests left out) and totals."""
     days = [since + timedelta(days=i) for i in range((until - since).days + 1)]
     names = [day.strftime(DAY_FORMAT) for day in days]
     result = []
     for team in teams:
-        stored = await state.usage_get(team, names)
+        stored = await counts.usage_get(team, names)
         totals = {name: sum(day.get(name, 0) for day in stored.values()) for name in COUNTS}
         rows = [
             {"date": day.isoformat(), **_row(stored[name])}

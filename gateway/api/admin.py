@@ -17,9 +17,9 @@ from starlette.responses import Response
 from gateway import usage
 from gateway.api.responses import JSONResponse
 from gateway.errors import InvalidRequest, NotFound
-from gateway.routing import Route
-from gateway.service import Gateway
-from gateway.state.base import USAGE_TTL_S
+from gateway.routing import Route, Router
+from gateway.state.base import State
+from gateway.state.records.base import USAGE_TTL_S
 
 DEFAULT_DAYS = 30
 KEPT_DAYS = int(USAGE_TTL_S // 86400)
@@ -40,18 +40,43 @@ def _since(raw: str | None, today: date) -> date:
     return max(since, today - timedelta(days=KEPT_DAYS - 1))
 
 
-async def get_usage(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    team = request.query_params.get("team") or None
-    if team is not None and team not in gateway.teams:
-        raise NotFound("No team of that name is configured.", param="team")
-    today = datetime.now(UTC).date()
-    since = _since(request.query_params.get("since"), today)
-    teams = [team] if team is not None else list(gateway.teams)
-    data = await usage.report(gateway.state, teams, since, today)
-    return JSONResponse(
-        {"object": "list", "since": since.isoformat(), "until": today.isoformat(), "data": data}
-    )
+class Admin:
+    """The admin routes, bound to the usage state, the team names and the upstream routes."""
+
+    def __init__(self, state: State, teams: list[str], router: Router) -> None:
+        self.state = state
+        self.teams = teams
+        self.router = router
+
+    async def get_usage(self, request: Request) -> Response:
+        team = request.query_params.get("team") or None
+        if team is not None and team not in self.teams:
+            raise NotFound("No team of that name is configured.", param="team")
+        today = datetime.now(UTC).date()
+        since = _since(request.query_params.get("since"), today)
+        teams = [team] if team is not None else list(self.teams)
+        data = await usage.report(self.state.usage, teams, since, today)
+        return JSONResponse(
+            {"object": "list", "since": since.isoformat(), "until": today.isoformat(), "data": data}
+        )
+
+    async def get_upstreams(self, request: Request) -> Response:
+        data = [await _describe(route) for route in self.router.routes]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def enable_key(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        route = next((r for r in self.router.routes if r.name == name), None)
+        if route is None:
+            raise NotFound("No upstream of that name is configured.", param="name")
+        fingerprint = request.path_params["fingerprint"]
+        if not await route.pool.enable(fingerprint):
+            raise NotFound("The upstream has no key with that fingerprint.", param="fingerprint")
+        log.info(
+            "upstream key enabled by an admin",
+            extra={"upstream": route.name, "key_fingerprint": fingerprint},
+        )
+        return JSONResponse(await _describe(route))
 
 
 def _when(seconds: float) -> str:
@@ -83,25 +108,3 @@ async def _describe(route: Route) -> dict[str, Any]:
         "passed_over_reason": route.reach.reason if down else None,
         "keys": keys,
     }
-
-
-async def get_upstreams(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    data = [await _describe(route) for route in gateway.router.routes]
-    return JSONResponse({"object": "list", "data": data})
-
-
-async def enable_key(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    name = request.path_params["name"]
-    route = next((r for r in gateway.router.routes if r.name == name), None)
-    if route is None:
-        raise NotFound("No upstream of that name is configured.", param="name")
-    fingerprint = request.path_params["fingerprint"]
-    if not await route.pool.enable(fingerprint):
-        raise NotFound("The upstream has no key with that fingerprint.", param="fingerprint")
-    log.info(
-        "upstream key enabled by an admin",
-        extra={"upstream": route.name, "key_fingerprint": fingerprint},
-    )
-    return JSONResponse(await _describe(route))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -23,10 +22,15 @@ from starlette.staticfiles import StaticFiles
 from gateway.api.admin import KEPT_DAYS
 from gateway.api.responses import JSONResponse
 from gateway.cache.base import StoredImage
+from gateway.console.gallery import Gallery
+from gateway.console.recent import RecentErrors
 from gateway.errors import InvalidRequest
-from gateway.service import Gateway
-from gateway.state.base import Counters
-from gateway.usage import COUNTS, DAY_FORMAT, MICROS
+from gateway.limits import DAY_FORMAT, counters_for
+from gateway.links import Links
+from gateway.pricing import usd
+from gateway.settings import Settings
+from gateway.state.base import State
+from gateway.usage import COUNTS
 
 PAGE_SIZE = 24
 MAX_PAGE_SIZE = 100
@@ -56,17 +60,6 @@ def _policy(base_url: str) -> str:
     )
 
 
-async def page(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    headers = {
-        "content-security-policy": _policy(gateway.base_url),
-        "cache-control": "no-cache",
-        "referrer-policy": "no-referrer",
-        "x-content-type-options": "nosniff",
-    }
-    return Response(_page_html(), media_type="text/html; charset=utf-8", headers=headers)
-
-
 def _integer(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if not raw:
@@ -90,81 +83,101 @@ def _cursor(raw: str | None) -> float | None:
     return before
 
 
-def _card(gateway: Gateway, image: StoredImage) -> dict[str, Any]:
-    meta = image.meta
-    return {
-        "id": image.id,
-        "url": gateway.link(image),
-        "created": image.created,
-        "model": meta.model,
-        "seed": meta.seed,
-        "size": image.size,
-        "content_type": image.content_type,
-        "request_id": meta.request_id,
-        "prompt": meta.prompt if gateway.settings.cache.keep_prompts else None,
-    }
+class Console:
+    """The console's page and JSON routes, bound to the gallery, errors, usage and links."""
 
-
-async def team_images(request: Request) -> Response:
-    """The team's results, newest first, a page at a time (`before` = the last `next_before`)."""
-    gateway: Gateway = request.app.state.gateway
-    before = _cursor(request.query_params.get("before"))
-    limit = _integer(request, "limit", PAGE_SIZE, 1, MAX_PAGE_SIZE)
-    images, cursor = await gateway.gallery.page(request.state.team.name, before, limit)
-    data = [_card(gateway, image) for image in images]
-    return JSONResponse({"object": "list", "data": data, "next_before": cursor})
-
-
-async def team_usage(request: Request) -> Response:
-    """What the team has used of each limit right now (None: no limit)."""
-    gateway: Gateway = request.app.state.gateway
-    team = request.state.team
-    now = time.gmtime()
-    names = Counters(team.name, time.strftime(DAY_FORMAT, now), time.strftime("%Y%m", now))
-    used = await gateway.state.counters_read(names)
-    return JSONResponse(
-        {
-            "team": team.name,
-            "models": team.models,
-            "requests_this_minute": {
-                "used": used.window_requests,
-                "limit": team.rpm,
-                "resets_in_s": round(used.window_reset_s, 1),
-            },
-            "in_flight": {"used": used.in_flight, "limit": team.max_concurrency},
-            "images_today": {"used": used.day_images, "limit": team.images_per_day},
-            "spend_this_month_usd": {
-                "used": round(used.month_micros / MICROS, 6),
-                "limit": team.monthly_budget_usd,
-            },
+    def __init__(
+        self,
+        settings: Settings,
+        state: State,
+        gallery: Gallery,
+        recent: RecentErrors,
+        links: Links,
+    ) -> None:
+        self.state = state
+        self.gallery = gallery
+        self.recent = recent
+        self.links = links
+        self.teams = [team.name for team in settings.teams]
+        self.keep_prompts = settings.cache.keep_prompts
+        self.page_headers = {
+            "content-security-policy": _policy(settings.server.base_url),
+            "cache-control": "no-cache",
+            "referrer-policy": "no-referrer",
+            "x-content-type-options": "nosniff",
         }
-    )
 
+    async def page(self, request: Request) -> Response:
+        return Response(
+            _page_html(), media_type="text/html; charset=utf-8", headers=self.page_headers
+        )
 
-async def usage_series(request: Request) -> Response:
-    """Per team, one value a day for the last `days` UTC days (zeros included): for plotting."""
-    gateway: Gateway = request.app.state.gateway
-    days = _integer(request, "days", DEFAULT_DAYS, 1, KEPT_DAYS)
-    today = datetime.now(UTC).date()
-    dates = [today - timedelta(days=days - 1 - i) for i in range(days)]
-    names = [day.strftime(DAY_FORMAT) for day in dates]
-    data = []
-    for team in gateway.teams:
-        stored = await gateway.state.usage_get(team, names)
-        series: dict[str, Any] = {"team": team}
-        for count in COUNTS:
-            values = [stored.get(name, {}).get(count, 0) for name in names]
-            if count == "spend_micros":
-                series["spend_usd"] = [round(v / MICROS, 6) for v in values]
-            else:
-                series[count] = values
-        data.append(series)
-    return JSONResponse(
-        {"object": "list", "days": [day.isoformat() for day in dates], "data": data}
-    )
+    def _card(self, image: StoredImage) -> dict[str, Any]:
+        meta = image.meta
+        return {
+            "id": image.id,
+            "url": self.links.url(image),
+            "created": image.created,
+            "model": meta.model,
+            "seed": meta.seed,
+            "size": image.size,
+            "content_type": image.content_type,
+            "request_id": meta.request_id,
+            "prompt": meta.prompt if self.keep_prompts else None,
+        }
 
+    async def team_images(self, request: Request) -> Response:
+        """The team's results, newest first, a page at a time (`before` = the last
+        `next_before`)."""
+        before = _cursor(request.query_params.get("before"))
+        limit = _integer(request, "limit", PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        images, cursor = await self.gallery.page(request.state.team.name, before, limit)
+        data = [self._card(image) for image in images]
+        return JSONResponse({"object": "list", "data": data, "next_before": cursor})
 
-async def recent_errors(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    limit = _integer(request, "limit", ERRORS_SHOWN, 1, gateway.recent_errors.keep)
-    return JSONResponse({"object": "list", "data": await gateway.recent_errors.latest(limit)})
+    async def team_usage(self, request: Request) -> Response:
+        """What the team has used of each limit right now (None: no limit)."""
+        team = request.state.team
+        used = await self.state.admission.counters_read(counters_for(team))
+        return JSONResponse(
+            {
+                "team": team.name,
+                "models": team.models,
+                "requests_this_minute": {
+                    "used": used.window_requests,
+                    "limit": team.rpm,
+                    "resets_in_s": round(used.window_reset_s, 1),
+                },
+                "in_flight": {"used": used.in_flight, "limit": team.max_concurrency},
+                "images_today": {"used": used.day_images, "limit": team.images_per_day},
+                "spend_this_month_usd": {
+                    "used": usd(used.month_micros),
+                    "limit": team.monthly_budget_usd,
+                },
+            }
+        )
+
+    async def usage_series(self, request: Request) -> Response:
+        """Per team, one value a day for the last `days` UTC days (zeros included)."""
+        days = _integer(request, "days", DEFAULT_DAYS, 1, KEPT_DAYS)
+        today = datetime.now(UTC).date()
+        dates = [today - timedelta(days=days - 1 - i) for i in range(days)]
+        names = [day.strftime(DAY_FORMAT) for day in dates]
+        data = []
+        for team in self.teams:
+            stored = await self.state.usage.usage_get(team, names)
+            series: dict[str, Any] = {"team": team}
+            for count in COUNTS:
+                values = [stored.get(name, {}).get(count, 0) for name in names]
+                if count == "spend_micros":
+                    series["spend_usd"] = [usd(v) for v in values]
+                else:
+                    series[count] = values
+            data.append(series)
+        return JSONResponse(
+            {"object": "list", "days": [day.isoformat() for day in dates], "data": data}
+        )
+
+    async def recent_errors(self, request: Request) -> Response:
+        limit = _integer(request, "limit", ERRORS_SHOWN, 1, self.recent.keep)
+        return JSONResponse({"object": "list", "data": await self.recent.latest(limit)})

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from gateway.cache.base import IMMUTABLE, ByteRange, StoredImage
+from gateway.cache.base import IMMUTABLE, ByteRange, ResultCache, StoredImage, prepend
 from gateway.errors import NotFound
-from gateway.service import Gateway
+from gateway.links import Links
+from gateway.settings import CacheSettings
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 POSITION_DIGITS = 18
@@ -29,38 +30,45 @@ class Unsatisfiable(Exception):
     """The Range asks for bytes past the end of the image (416)."""
 
 
-async def get_image(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    image = await gateway.lookup_name(request.path_params["name"])
-    if image is None:
-        raise NotFound("No such image.")
-    etag = f'"{image.sha256}"'
-    headers = {"etag": etag, "cache-control": IMMUTABLE, "accept-ranges": "bytes", **NOSNIFF}
-    if _matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    if gateway.settings.cache.redirect:
-        ttl_s = gateway.settings.cache.presign_ttl_s
-        url = await gateway.cache.presign(image, ttl_s)
-        if url is not None:
-            cache_control = {"cache-control": f"public, max-age={int(ttl_s / 2)}"}
-            return RedirectResponse(url, status_code=302, headers={**cache_control, **NOSNIFF})
-    try:
-        byte_range = _requested_range(request, etag, image.size)
-    except Unsatisfiable:
-        headers["content-range"] = f"bytes */{image.size}"
-        return Response(status_code=416, headers=headers)
-    status = 200
-    first, last = byte_range or (0, image.size - 1)
-    if byte_range is not None:
-        status = 206
-        headers["content-range"] = f"bytes {first}-{last}/{image.size}"
-    headers["content-length"] = str(last - first + 1)
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=image.content_type)
-    body = await _opened(gateway, image, byte_range)
-    return StreamingResponse(
-        body, status_code=status, headers=headers, media_type=image.content_type
-    )
+class ImageFiles:
+    """`GET /images/{name}`, bound to the links, the cache and its delivery settings."""
+
+    def __init__(self, links: Links, cache: ResultCache, settings: CacheSettings) -> None:
+        self.links = links
+        self.cache = cache
+        self.settings = settings
+
+    async def get_image(self, request: Request) -> Response:
+        image = await self.links.by_name(request.path_params["name"])
+        if image is None:
+            raise NotFound("No such image.")
+        etag = f'"{image.sha256}"'
+        headers = {"etag": etag, "cache-control": IMMUTABLE, "accept-ranges": "bytes", **NOSNIFF}
+        if _matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        if self.settings.redirect:
+            ttl_s = self.settings.presign_ttl_s
+            url = await self.cache.presign(image, ttl_s)
+            if url is not None:
+                cache_control = {"cache-control": f"public, max-age={int(ttl_s / 2)}"}
+                return RedirectResponse(url, status_code=302, headers={**cache_control, **NOSNIFF})
+        try:
+            byte_range = _requested_range(request, etag, image.size)
+        except Unsatisfiable:
+            headers["content-range"] = f"bytes */{image.size}"
+            return Response(status_code=416, headers=headers)
+        status = 200
+        first, last = byte_range or (0, image.size - 1)
+        if byte_range is not None:
+            status = 206
+            headers["content-range"] = f"bytes {first}-{last}/{image.size}"
+        headers["content-length"] = str(last - first + 1)
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers, media_type=image.content_type)
+        body = await _opened(self.cache, image, byte_range)
+        return StreamingResponse(
+            body, status_code=status, headers=headers, media_type=image.content_type
+        )
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -101,19 +109,13 @@ def _position(digits: str) -> int:
 
 
 async def _opened(
-    gateway: Gateway, image: StoredImage, byte_range: ByteRange | None
+    cache: ResultCache, image: StoredImage, byte_range: ByteRange | None
 ) -> AsyncIterator[bytes]:
     """The body, with its first chunk already read: a missing or failing store is answered
     with a real status (404, 503) rather than a broken 200."""
-    chunks = gateway.cache.open(image, byte_range)
+    chunks = cache.open(image, byte_range)
     try:
         head = await anext(chunks, b"")
     except FileNotFoundError:
         raise NotFound("No such image.") from None
-    return _chain(head, chunks)
-
-
-async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in rest:
-        yield chunk
+    return prepend(head, chunks)

@@ -13,23 +13,35 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.responses import JSONResponse
-from gateway.service import Gateway
+from gateway.cache import ResultCache
+from gateway.routing import Router
+from gateway.state.base import State
 
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def readyz(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    checks = {
-        "state": await gateway.state.ping(),
-        "cache": await gateway.cache.writable(),
-        "upstreams": any(route.pool.usable() for route in gateway.router.routes),
-        "accepting": not request.app.state.draining,
-    }
-    required = dict(checks)
-    if gateway.settings.state.on_redis_error == "fail-open":
-        required.pop("state")
-    ready = all(required.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+class Readiness:
+    """`/readyz`, bound to the parts it checks; `state_required` is false under fail-open."""
+
+    def __init__(
+        self, state: State, cache: ResultCache, router: Router, state_required: bool
+    ) -> None:
+        self.state = state
+        self.cache = cache
+        self.router = router
+        self.state_required = state_required
+
+    async def readyz(self, request: Request) -> Response:
+        checks = {
+            "state": await self.state.ping(),
+            "cache": await self.cache.writable(),
+            "upstreams": any(route.pool.usable() for route in self.router.routes),
+            "accepting": not request.app.state.draining,
+        }
+        required = dict(checks)
+        if not self.state_required:
+            required.pop("state")
+        ready = all(required.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from gateway import __version__
 from gateway.api.openapi_schemas import Schema, ref, schemas
 from gateway.api.responses import JSONResponse
-from gateway.service import Gateway
+from gateway.settings import Settings
 
 IMAGE_TYPES = "image/png, image/jpeg, image/webp"
 ERROR_CASES = {
@@ -271,9 +271,10 @@ def paths(metrics_security: list[Schema]) -> Schema:
     }
 
 
-def document(gateway: Gateway) -> Schema:
+def document(settings: Settings) -> Schema:
+    """The whole document, from the settings alone: no gateway needs to be running."""
     bearer = {"type": "http", "scheme": "bearer"}
-    token_set = gateway.settings.server.metrics_token is not None
+    token_set = settings.server.metrics_token is not None
     return {
         "openapi": "3.1.0",
         "info": {
@@ -281,7 +282,7 @@ def document(gateway: Gateway) -> Schema:
             "version": __version__,
             "description": "OpenAI-compatible FLUX image generation and editing.",
         },
-        "servers": [{"url": gateway.base_url}],
+        "servers": [{"url": settings.server.base_url}],
         "security": [{"clientKey": []}],
         "paths": paths([{"metricsToken": []}] if token_set else []),
         "components": {
@@ -295,6 +296,11 @@ def document(gateway: Gateway) -> Schema:
     }
 
 
-async def get_openapi(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    return JSONResponse(document(gateway))
+class OpenAPI:
+    """`GET /openapi.json`: the document, built once from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.body = document(settings)
+
+    async def get_openapi(self, request: Request) -> Response:
+        return JSONResponse(self.body)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
+from gateway.catalog import Kind
 from gateway.requests import ImageRequest
 
 Schema = dict[str, Any]
@@ -131,7 +132,7 @@ def schemas() -> Schema:
     upstream = _object(
         ["name", "keys"],
         name={"type": "string"},
-        kind={"enum": ["openai-images", "bfl"]},
+        kind={"enum": list(get_args(Kind))},
         priority={"type": "integer"},
         models={"type": "array", "items": {"type": "string"}},
         keys={"type": "array", "items": ref("UpstreamKey")},

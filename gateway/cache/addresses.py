@@ -57,8 +57,9 @@ class RefusedAddress(OSError):
 class GuardedResolver(AbstractResolver):
     """The default resolver, keeping only the addresses a download may connect to."""
 
-    def __init__(self, listed: frozenset[Address]) -> None:
+    def __init__(self, listed: frozenset[Address], setting: str = "allowed_result_hosts") -> None:
         self.listed = listed
+        self.setting = setting
         self._inner: AbstractResolver | None = None
 
     async def resolve(
@@ -71,8 +72,8 @@ class GuardedResolver(AbstractResolver):
         if not kept:
             found = ", ".join(sorted({r["host"] for r in answers}))
             raise RefusedAddress(
-                f"result host {host!r} resolves only to non-public addresses ({found}) that "
-                "allowed_result_hosts does not list"
+                f"host {host!r} resolves only to non-public addresses ({found}) that "
+                f"{self.setting} does not list"
             )
         return kept
 

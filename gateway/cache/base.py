@@ -136,3 +136,10 @@ class ResultCache(ABC):
     @abstractmethod
     async def count(self) -> int:
         """How many images are stored (the `gateway_cache_objects` gauge)."""
+
+
+async def prepend(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A stream whose first chunk was already read (to sniff it or to fail early) made whole."""
+    yield head
+    async for chunk in rest:
+        yield chunk

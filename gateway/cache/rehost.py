@@ -38,7 +38,18 @@ HEADER_BYTES = 1024 * 1024
 
 
 class Rehoster:
-    def __init__(self, settings: CacheSettings, cache: ResultCache, metrics: Metrics) -> None:
+    """Downloads results; `trust_env` (`server.trust_env`, the same rule as upstream calls)
+    sends them through the environment's proxy, which then resolves the result hosts, so the
+    private-address guard sees only the proxy's own address (list it if it is not public)."""
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        cache: ResultCache,
+        metrics: Metrics,
+        *,
+        trust_env: bool = False,
+    ) -> None:
         self.settings = settings
         self.cache = cache
         self.listed = addresses.literals(settings.allowed_result_hosts)
@@ -53,6 +64,7 @@ class Rehoster:
             ),
             read_bufsize=READ_BUFFER,
             auto_decompress=True,
+            trust_env=trust_env,
         )
         self.metrics = metrics
         self.max_bytes = int(settings.max_result_mb * 1024 * 1024)

@@ -26,7 +26,7 @@ from gateway.cache.base import ResultCache, StoredImage
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
-from gateway.state import State
+from gateway.state.locks.base import Locks
 
 log = logging.getLogger("gateway.retention")
 
@@ -43,14 +43,14 @@ class RetentionSweep:
     def __init__(
         self,
         cache: ResultCache,
-        state: State,
+        locks: Locks,
         settings: CacheSettings,
         metrics: Metrics,
         on_removed: Removed | None = None,
     ) -> None:
         self.cache = cache
         self.on_removed = on_removed
-        self.state = state
+        self.locks = locks
         self.metrics = metrics
         self.max_age_s = settings.retention_days * DAY_S
         self.interval_s = settings.sweep_interval_s
@@ -80,7 +80,7 @@ class RetentionSweep:
 
     async def sweep_once(self) -> int:
         """One bounded pass, if this process holds the lock; how many results it removed."""
-        if not await self.state.lock(LOCK, self.owner, self.lease_s):
+        if not await self.locks.lock(LOCK, self.owner, self.lease_s):
             return 0
         after = self.cursor
         page = await self.cache.scan(after, self.batch)
@@ -125,6 +125,6 @@ class RetentionSweep:
     async def stop(self) -> None:
         """Hand the lock on at once rather than after the lease."""
         try:
-            await self.state.unlock(LOCK, self.owner)
+            await self.locks.unlock(LOCK, self.owner)
         except ServiceUnavailable:
             return

@@ -33,6 +33,7 @@ from gateway.cache.base import (
     ResultCache,
     StoredImage,
     new_image_id,
+    prepend,
     valid_id,
 )
 from gateway.errors import CacheUnavailable, ConfigError, GatewayError, StorageError
@@ -102,7 +103,7 @@ class S3Cache(ResultCache):
 
         stream = counted()
         head, more = await _take(stream, PART_SIZE)
-        body: bytes | AsyncIterator[bytes] = _chain(head, stream) if more else head
+        body: bytes | AsyncIterator[bytes] = prepend(head, stream) if more else head
         with _storage_errors(StorageError):
             await obstore.put_async(
                 self.objects,
@@ -231,9 +232,3 @@ async def _take(stream: AsyncIterator[bytes], size: int) -> tuple[bytes, bool]:
         if len(head) >= size:
             return bytes(head), True
     return bytes(head), False
-
-
-async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in rest:
-        yield chunk

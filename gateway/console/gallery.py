@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from gateway.cache.base import ResultCache, StoredImage
 from gateway.errors import CacheUnavailable, GatewayError, StateUnavailable
-from gateway.state.base import State
+from gateway.state.records.base import Listings
 
 log = logging.getLogger("gateway.gallery")
 
@@ -28,14 +28,14 @@ def _index(team: str) -> str:
 
 
 class Gallery:
-    def __init__(self, state: State, cache: ResultCache) -> None:
-        self.state = state
+    def __init__(self, listings: Listings, cache: ResultCache) -> None:
+        self.listings = listings
         self.cache = cache
 
     async def add(self, image: StoredImage) -> None:
         """One state call per stored image; a state outage costs the card, never the answer."""
         try:
-            await self.state.index_add(_index(image.meta.team), image.id, image.created)
+            await self.listings.index_add(_index(image.meta.team), image.id, image.created)
         except GatewayError as exc:
             log.warning(
                 "gallery index not updated",
@@ -51,7 +51,7 @@ class Gallery:
         cursor = before
         for _ in range(MAX_ROUNDS):
             want = limit - len(found)
-            entries = await self.state.index_page(_index(team), cursor, want + 1)
+            entries = await self.listings.index_page(_index(team), cursor, want + 1)
             chosen = entries[:want]
             images = await asyncio.gather(*(self.cache.get(member) for member, _ in chosen))
             gone = []
@@ -61,7 +61,7 @@ class Gallery:
                 else:
                     found.append(image)
             if gone:
-                await self.state.index_remove(_index(team), gone)
+                await self.listings.index_remove(_index(team), gone)
             if len(entries) <= want:
                 return found, None
             cursor = chosen[-1][1]
@@ -75,7 +75,7 @@ class Gallery:
         for image in images:
             by_team[image.meta.team].append(image.id)
         for team, ids in by_team.items():
-            await self.state.index_remove(_index(team), ids)
+            await self.listings.index_remove(_index(team), ids)
 
     async def rebuild(self) -> int:
         """Index every cached image again: a restarted memory-state gateway keeps its galleries."""
@@ -85,7 +85,7 @@ class Gallery:
             while True:
                 batch = await self.cache.scan(after, REBUILD_BATCH)
                 for image in batch:
-                    await self.state.index_add(_index(image.meta.team), image.id, image.created)
+                    await self.listings.index_add(_index(image.meta.team), image.id, image.created)
                 indexed += len(batch)
                 if len(batch) < REBUILD_BATCH:
                     break

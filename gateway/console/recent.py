@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError
-from gateway.state.base import State
+from gateway.state.records.base import Listings
 
 log = logging.getLogger("gateway.console")
 
@@ -26,8 +26,8 @@ MESSAGE_CHARS = 300
 
 
 class RecentErrors:
-    def __init__(self, state: State, keep: int = KEEP) -> None:
-        self.state = state
+    def __init__(self, listings: Listings, keep: int = KEEP) -> None:
+        self.listings = listings
         self.keep = keep
 
     async def record(
@@ -46,9 +46,9 @@ class RecentErrors:
             "message": error.message[:MESSAGE_CHARS],
         }
         try:
-            await self.state.list_push(LIST, orjson.dumps(entry), self.keep)
+            await self.listings.list_push(LIST, orjson.dumps(entry), self.keep)
         except GatewayError as exc:
             log.warning("error not listed", extra={"request_id": request_id, "error": str(exc)})
 
     async def latest(self, limit: int) -> list[dict[str, Any]]:
-        return [orjson.loads(item) for item in await self.state.list_read(LIST, limit)]
+        return [orjson.loads(item) for item in await self.listings.list_read(LIST, limit)]
