@@ -4,7 +4,8 @@ Labels only ever carry team names from the config, model ids from the catalog, u
 key fingerprints, route templates and status codes — never a key, prompt, id or user string.
 With `serve --workers N` prometheus-client writes every value to files in
 `PROMETHEUS_MULTIPROC_DIR` and `/metrics` merges them, so each gauge declares how its values
-from several processes combine.
+from several processes combine. prometheus-client reads that variable itself, when it is
+imported; this module only asks it which way it chose (settings hold the folder for `serve`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # From a fast model's seconds to a slow edit's minutes; the last buckets catch timeouts.
 REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600)
 # The gateway's own work: sub-millisecond when healthy, seconds when waiting for a key slot.
@@ -31,9 +32,9 @@ OVERHEAD_BUCKETS = (
 KEY_STATES = ("healthy", "cooling", "disabled")
 
 
-def multiprocess_dir() -> str | None:
-    """The folder prometheus-client itself writes to when several workers share `/metrics`."""
-    return os.environ.get(MULTIPROC_ENV) or None
+def shared_files() -> bool:
+    """Whether prometheus-client writes values to the shared files of several workers."""
+    return values.ValueClass is not values.MutexValue
 
 
 class CacheObjects:
@@ -99,6 +100,16 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.jobs = Gauge(
+            "gateway_jobs",
+            "Async jobs by status: queued and running on this replica now; succeeded and "
+            "failed ended by this replica since it started",
+            ["status"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        for status in JOB_STATUSES:
+            self.jobs.labels(status=status).inc(0)  # every status has a series from start-up
         self.images = Counter(
             "gateway_images", "Images delivered to clients", ["model", "team"], registry=r
         )
@@ -141,6 +152,12 @@ class Metrics:
         self.state_errors = Counter(
             "gateway_state_errors", "State backend failures", ["mode"], registry=r
         )
+        self.webhook_deliveries = Counter(
+            "gateway_webhook_deliveries",
+            "Webhook deliveries by how they ended, and attempts retried",
+            ["team", "outcome"],
+            registry=r,
+        )
 
     def set_key_state(self, upstream: str, key: str, state: str) -> None:
         for candidate in KEY_STATES:
@@ -156,14 +173,17 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The `/metrics` body: this process's registry, or every worker's files merged."""
-        if multiprocess_dir() is None:
+        if not shared_files():
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return generate_latest(merged), CONTENT_TYPE_LATEST
 
 
+JOB_STATUSES = ("queued", "running", "succeeded", "failed")
+
+
 def process_exited() -> None:
     """Drop this worker's live gauges (in-flight) from the shared files when it stops."""
-    if multiprocess_dir() is not None:
+    if shared_files():
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

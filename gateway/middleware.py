@@ -7,7 +7,8 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -18,6 +19,7 @@ from gateway.api.responses import error_response
 from gateway.errors import AuthenticationFailed, GatewayError, RequestTimeout, RequestTooLarge
 from gateway.logs import now_ms
 from gateway.metrics import Metrics
+from gateway.proxies import TrustedProxies
 
 access_log = logging.getLogger("gateway.access")
 AUTH_PREFIX = "/v1/"
@@ -28,11 +30,13 @@ PROBES = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 class RequestContext:
-    """Gives every request an id (echoed as `x-request-id`), then counts and logs it."""
+    """Gives every request an id (echoed as `x-request-id`), then counts and logs it, with
+    the client address that `trusted_proxies` lets `X-Forwarded-For` name."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, trusted_proxies: Sequence[str] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.proxies = TrustedProxies(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,6 +82,7 @@ class RequestContext:
                 "request_id": state["request_id"],
                 "method": scope["method"],
                 "route": route,
+                "client": self._client(scope),
                 "status": status,
                 "team": team_name or None,
                 "model": model or None,
@@ -89,6 +94,11 @@ class RequestContext:
                 "rehost_ms": _ms(state.get("rehost_seconds")),
             },
         )
+
+    def _client(self, scope: Scope) -> str | None:
+        peer = scope.get("client")
+        forwarded = Headers(scope=scope).getlist("x-forwarded-for")
+        return self.proxies.client(peer[0] if peer else None, forwarded)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -185,20 +195,41 @@ def _refusal(header: str) -> AuthenticationFailed:
     return AuthenticationFailed("Missing API key: send Authorization: Bearer <key>.")
 
 
-class ClientAuth:
-    """Resolves `Authorization: Bearer <client key>` to a team for every `/v1/` route."""
+@dataclass(frozen=True)
+class NativeRoutes:
+    """Routes that speak a provider's own API (BFL's): its key header is accepted there, and
+    a refusal answers in its shape, `refusal(key_given, headers)`."""
 
-    def __init__(self, app: ASGIApp, team_for_key: Any) -> None:
+    paths: frozenset[str]
+    key_header: str
+    refusal: Callable[[bool, Mapping[str, str]], ASGIApp]
+
+
+class ClientAuth:
+    """Resolves `Authorization: Bearer <client key>` to a team for every `/v1/` route, and
+    on `native` routes the key in their own header too."""
+
+    def __init__(self, app: ASGIApp, team_for_key: Any, native: NativeRoutes | None = None) -> None:
         self.app = app
         self.team_for_key = team_for_key
+        self.native = native
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(AUTH_PREFIX):
             await self.app(scope, receive, send)
             return
         header, key = _bearer(scope)
+        native = self.native
+        if native is not None and _route_template(scope) not in native.paths:
+            native = None
+        if key is None and native is not None:
+            header = Headers(scope=scope).get(native.key_header, "").strip()
+            key = header or None
         team = self.team_for_key(key) if key is not None else None
         if team is None:
+            if native is not None:
+                await native.refusal(bool(header), _unread_body(scope))(scope, receive, send)
+                return
             await error_response(_refusal(header), _unread_body(scope))(scope, receive, send)
             return
         scope.setdefault("state", {})["team"] = team

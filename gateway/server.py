@@ -4,6 +4,12 @@ With `--workers N` uvicorn's supervisor starts N processes that each build the a
 same config; limits hold across them through Redis, the cache is shared storage, and metrics
 go to files in a fresh `PROMETHEUS_MULTIPROC_DIR` that `/metrics` merges. Every process drains
 on SIGTERM (`gateway.drain`) before uvicorn closes its listener.
+
+The environment is read in settings only. This module writes it, for the worker processes
+alone: prometheus-client in each worker reads `PROMETHEUS_MULTIPROC_DIR` itself when it is
+imported, and each worker loads its settings from `GATEWAY_CONFIG` and `GATEWAY_SERVER__…`.
+uvicorn's own proxy-header handling (and its `FORWARDED_ALLOW_IPS`) is off:
+`server.trusted_proxies` is the one rule for `X-Forwarded-For`.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ from gateway.app import create_app
 from gateway.connections import HeadLimits, protocol_factory
 from gateway.drain import drain_on_sigterm
 from gateway.logs import configure
-from gateway.metrics import MULTIPROC_ENV, multiprocess_dir
 from gateway.preflight import CannotStart, assemble
 from gateway.settings import Settings
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BACKLOG = 4096
 """Connections the kernel queues before accept: a burst of thousands of clients connecting at
 once must wait in line rather than have their SYNs dropped (the kernel caps it at somaxconn)."""
@@ -49,6 +55,7 @@ def uvicorn_config(app: object, settings: Settings, **extra: object) -> uvicorn.
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,
         backlog=BACKLOG,
         **extra,  # type: ignore[arg-type]
     )
@@ -86,15 +93,14 @@ class Supervisor(Multiprocess):
                 multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-def fresh_metrics_dir(workers: int) -> Path | None:
+def fresh_metrics_dir(settings: Settings, workers: int) -> Path | None:
     """Empty the operator's `PROMETHEUS_MULTIPROC_DIR`, or make a private one for workers.
 
     Files left by an earlier run would be merged into `/metrics` as if they were live.
     Returns the folder to remove at exit, if this run made it.
     """
-    given = multiprocess_dir()
-    if given is not None:
-        folder = Path(given)
+    folder = settings.prometheus_multiproc_dir
+    if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.db"):
             stale.unlink()
@@ -128,7 +134,7 @@ def serve(settings: Settings, config_path: str | None, workers: int = 1) -> None
     if workers > 1:
         serve_workers(settings, config_path, workers)
         return
-    fresh_metrics_dir(workers)
+    fresh_metrics_dir(settings, workers)
     app = _built(settings)
     uvicorn.Server(uvicorn_config(lambda: draining(app, settings), settings, factory=True)).run()
 
@@ -142,7 +148,7 @@ def serve_workers(settings: Settings, config_path: str | None, workers: int) -> 
             "worker would enforce the team limits on its own."
         )
     _built(settings)
-    made = fresh_metrics_dir(workers)
+    made = fresh_metrics_dir(settings, workers)
     if config_path:
         os.environ["GATEWAY_CONFIG"] = str(config_path)
     os.environ["GATEWAY_SERVER__HOST"] = settings.server.host

@@ -6,6 +6,9 @@ The environment is read here and nowhere else; upstream keys come from the varia
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -14,9 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.catalog import MODELS, Kind
 from gateway.errors import ConfigError
-
-UpstreamKind = Literal["openai-images", "bfl"]
 
 
 class _Section(BaseModel):
@@ -52,6 +54,9 @@ class ServerSettings(_Section):
     max_body_mb: float = 100
     body_timeout_s: float = Field(60, gt=0)
     trusted_proxies: list[str] = []
+    """Addresses or CIDR ranges whose `X-Forwarded-For` names the client address in logs."""
+    trust_env: bool = False
+    """Whether upstream calls and result downloads both take proxy variables and `.netrc`."""
     drain_s: float = 60
     drain_grace_s: float = Field(5, ge=0)
     metrics_token: str | None = None
@@ -63,6 +68,16 @@ class ServerSettings(_Section):
     """Header fields of one request; more: 431."""
     header_timeout_s: float = Field(10, gt=0)
     """A connection's request head must be complete this long after it opened or was answered."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_shape(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR range") from None
+        return entries
 
     @property
     def base_url(self) -> str:
@@ -77,6 +92,16 @@ class StateSettings(_Section):
     key_prefix: str = "fg:"
     lease_s: float = Field(30.0, gt=1)
     timeout_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _known_topology(self) -> StateSettings:
+        """A malformed Sentinel or Cluster URL fails at start-up (`state/topology.py`)."""
+        # Imported here: the state package imports these settings.
+        from gateway.state.topology import checked_topology
+
+        if self.backend == "redis":
+            checked_topology(self.redis_url, self.key_prefix)
+        return self
 
 
 class CacheSettings(_Section):
@@ -126,7 +151,7 @@ class CacheSettings(_Section):
 
 class UpstreamSettings(_Section):
     name: str
-    kind: UpstreamKind = "openai-images"
+    kind: Kind = "openai-images"
     base_url: str = ""
     keys_env: str | None = None
     keys: list[str] = []
@@ -168,6 +193,37 @@ class TeamSettings(_Section):
     models: list[str] = ["*"]
     default_model: str | None = None
     default_response_format: Literal["url", "b64_json"] = "url"
+    webhook_secret_env: str | None = None
+    """The variable holding the secret that signs this team's webhooks; none: no webhooks."""
+    webhook_hosts: list[str] = []
+    """The only hosts a `webhook_url` of this team may name (names or literal addresses)."""
+
+    @field_validator("webhook_hosts")
+    @classmethod
+    def _host_shape(cls, hosts: list[str]) -> list[str]:
+        """Bare hosts, compared case-insensitively: a scheme, port or path would never match."""
+        for host in hosts:
+            if not host or (any(c in host for c in "/:@ ") and not _is_ipv6(host)):
+                raise ValueError(f"webhook_hosts: {host!r} is not a bare host name or address")
+        return [host.lower().strip("[]") for host in hosts]
+
+    def webhook_secret(self) -> bytes | None:
+        """The signing key from `webhook_secret_env`: `whsec_<base64>` is used decoded, as the
+        Standard Webhooks specification says; any other text as its UTF-8 bytes."""
+        text = os.environ.get(self.webhook_secret_env or "", "").strip()
+        if not self.webhook_secret_env or not text:
+            return None
+        if not text.startswith("whsec_"):
+            return text.encode()
+        encoded = text.removeprefix("whsec_")
+        try:  # padding may be left out, as the reference libraries accept
+            secret = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except binascii.Error:
+            raise ConfigError(
+                f"teams[{self.name}]: {self.webhook_secret_env} holds a whsec_ secret that is "
+                "not base64"
+            ) from None
+        return secret or None
 
     @field_validator("key_hashes")
     @classmethod
@@ -178,6 +234,21 @@ class TeamSettings(_Section):
                 raise ValueError("key_hashes entries look like 'sha256:<64 hex digits>'")
             int(hexpart, 16)
         return [h.lower() for h in hashes]
+
+
+class JobsSettings(_Section):
+    """Async jobs and their webhooks (SPEC 4.6)."""
+
+    retention_h: float = Field(24, gt=0)
+    """How long a finished job can be read back."""
+    webhook_attempts: int = Field(8, ge=1)
+    """Delivery attempts of one webhook, the first included."""
+    allow_http_webhooks: bool = False
+    """Plain-http `webhook_url`s (local tests only)."""
+    webhook_backoff_s: float = Field(5, gt=0)
+    """The wait before the second attempt; each later wait doubles."""
+    webhook_timeout_s: float = Field(10, gt=0)
+    """An attempt with no complete answer by then is retried."""
 
 
 class AdminSettings(_Section):
@@ -200,9 +271,12 @@ class Settings(BaseSettings):
     upstreams: list[UpstreamSettings] = []
     teams: list[TeamSettings] = []
     admin: AdminSettings = AdminSettings()
+    jobs: JobsSettings = JobsSettings()
     prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     aliases: dict[str, str] = {}
     log: LogSettings = LogSettings()
+    prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+    """prometheus-client's own variable: the folder where every worker writes its metrics."""
 
     @classmethod
     def settings_customise_sources(
@@ -221,6 +295,24 @@ class Settings(BaseSettings):
     def _merge_prices(cls, prices: dict[str, Price]) -> dict[str, Price]:
         return {**DEFAULT_PRICES, **prices}
 
+    @model_validator(mode="after")
+    def _known_models(self) -> Settings:
+        """Aliases and team models naming no catalog model fail at start-up, not per request.
+
+        A ConfigError, not a ValueError: pydantic would echo the whole input, keys included.
+        """
+        problems = [
+            f"aliases[{alias!r}]: unknown model {model!r}"
+            for alias, model in self.aliases.items()
+            if model not in MODELS
+        ]
+        for team in self.teams:
+            problems += _team_model_problems(team, self.aliases)
+            team.webhook_secret()  # a malformed whsec_ secret fails at start-up, not per job
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
     @classmethod
     def load(cls, path: str | Path | None = None) -> Settings:
         """Settings from `path`, else from $GATEWAY_CONFIG, else from the environment alone."""
@@ -234,3 +326,29 @@ class Settings(BaseSettings):
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         return cls(**data)  # type: ignore[arg-type]  # the TOML tables, validated here
+
+
+def _team_model_problems(team: TeamSettings, aliases: dict[str, str]) -> list[str]:
+    """`models` entries are `*`, catalog models or aliases; `default_model` one the team may use."""
+    where = f"teams[{team.name}]"
+    known = MODELS.keys() | aliases.keys()
+    problems = [
+        f"{where}.models: unknown model {model!r}"
+        for model in team.models
+        if model != "*" and model not in known
+    ]
+    default = team.default_model
+    if default is None:
+        return problems
+    if default not in known:
+        problems.append(f"{where}.default_model: unknown model {default!r}")
+    elif not {"*", default, aliases.get(default, default)} & set(team.models):
+        problems.append(f"{where}.default_model: {default!r} is not in the team's models")
+    return problems
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).version == 6
+    except ValueError:
+        return False

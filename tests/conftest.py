@@ -14,6 +14,7 @@ from gateway.catalog import MODELS
 from gateway.settings import Settings
 from gateway.sim import SimConfig, create_sim_app
 from tests.helpers import RedisServer, Sim, ThreadServer, free_port
+from tests.redis_topologies import redis_cluster, redis_sentinel  # noqa: F401 (fixtures)
 
 CLIENT_KEY = "sk-test-design-0123456789"
 LIMITED_KEY = "sk-test-limited-0123456789"
@@ -44,7 +45,9 @@ class Gateway:
 @pytest.fixture(scope="session")
 def sim() -> Iterator[Sim]:
     server = ThreadServer(create_sim_app(SimConfig(keys=SIM_KEYS))).start()
-    yield Sim(server.url, SIM_KEYS)
+    sim = Sim(server.url, SIM_KEYS)
+    yield sim
+    sim.close()
     server.stop()
 
 
@@ -95,8 +98,9 @@ def gateway(sim: Sim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate
 
 
 @pytest.fixture
-def client(gateway: Gateway) -> openai.OpenAI:
-    return gateway.client()
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with gateway.client() as sdk:
+        yield sdk
 
 
 @pytest.fixture(scope="session")

@@ -56,23 +56,23 @@ class Demo:
 def running_demo(data_dir: Path, *options: str, cwd: Path | None = None) -> Iterator[Demo]:
     """A demo on a free port, once its banner is printed (it prints it when both listen)."""
     port = free_port()
-    process = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes the output pipe
         [*CLI, "demo", "--port", str(port), "--data-dir", str(data_dir), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=clean_env(),
         cwd=cwd,
-    )
-    try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        for line in process.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.strip() == LAST_BANNER_LINE:
-                break
-        assert lines and lines[-1] == LAST_BANNER_LINE, "\n".join(lines)
-        yield Demo(process, port, "\n".join(lines))
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    ) as process:
+        try:
+            assert process.stdout is not None
+            lines: list[str] = []
+            for line in process.stdout:
+                lines.append(line.rstrip("\n"))
+                if line.strip() == LAST_BANNER_LINE:
+                    break
+            assert lines and lines[-1] == LAST_BANNER_LINE, "\n".join(lines)
+            yield Demo(process, port, "\n".join(lines))
+        finally:
+            process.terminate()
+            process.wait(timeout=20)

@@ -33,6 +33,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def _cancel_all(tasks: set[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class ThreadServer:
     """A uvicorn server on its own event loop in a daemon thread."""
 
@@ -45,6 +51,7 @@ class ThreadServer:
                 port=self.port,
                 log_config=None,
                 access_log=False,
+                proxy_headers=False,  # as `serve` runs: `server.trusted_proxies` decides
                 lifespan="on",
                 timeout_graceful_shutdown=5,
             )
@@ -54,7 +61,14 @@ class ThreadServer:
 
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.loop.run_until_complete(self.server.serve())
+        try:
+            self.loop.run_until_complete(self.server.serve())
+            # Requests still running past the graceful timeout: end them here, so their
+            # sockets are closed by their own code rather than leaked by a closed loop.
+            self.loop.run_until_complete(_cancel_all(asyncio.all_tasks(self.loop)))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
 
     @property
     def url(self) -> str:
@@ -118,6 +132,9 @@ class Sim:
     def faults(self, **faults: Any) -> None:
         self.client.put(f"{self.url}/_sim/faults", json=faults).raise_for_status()
 
+    def close(self) -> None:
+        self.client.close()
+
 
 def image_bytes(
     fmt: str, color: tuple[int, int, int] = (200, 40, 40), size: tuple[int, int] = (32, 24)
@@ -140,7 +157,9 @@ def write_config(path: Path, text: str) -> Path:
 def running(
     argv: list[str], url: str, env: dict[str, str] | None = None, output: int | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A process that is up once `url` answers, stopped with SIGTERM (then SIGKILL) at the end."""
+    """A process that is up once `url` answers, stopped with SIGTERM (then SIGKILL) at the end.
+
+    A piped output stays readable after the block, from memory; the pipe itself is closed."""
     process = subprocess.Popen(
         argv, env={**os.environ, **(env or {})}, stdout=output, stderr=subprocess.STDOUT
     )
@@ -154,6 +173,10 @@ def running(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        pipe = process.stdout
+        if pipe is not None:
+            process.stdout = io.BytesIO(pipe.read())
+            pipe.close()
 
 
 @contextmanager

@@ -25,6 +25,8 @@ from gateway.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from gateway.jobs import accepted
+from gateway.keys import fingerprint
 from gateway.pricing import credits_micros
 from gateway.upstreams.base import Upstream, UpstreamResult
 from gateway.upstreams.http import json_body, retry_after, transport_failure
@@ -44,8 +46,18 @@ class BflUpstream(Upstream):
     async def generate(self, body: dict[str, Any], key: str) -> UpstreamResult:
         deadline = time.monotonic() + self.settings.timeout_s
         polling_url, cost = await self._submit(body["model"], _payload(body), key)
+        await accepted.report(accepted.Accepted(self.name, fingerprint(key), polling_url, cost))
         result = await self._wait(polling_url, key, deadline, body["prompt"])
         return dataclasses.replace(result, cost_micros=cost)
+
+    async def resume(
+        self, polling_url: str, key: str, prompt: str, cost_micros: int | None, left_s: float
+    ) -> UpstreamResult:
+        """Finish a job another replica submitted: poll its stored URL with the same key for
+        what is left of the upstream's timeout. Nothing is submitted again."""
+        self._check_poll_host(polling_url)
+        result = await self._wait(polling_url, key, time.monotonic() + left_s, prompt)
+        return dataclasses.replace(result, cost_micros=cost_micros)
 
     async def check_key(self, key: str) -> bool:
         """A key works again once `/v1/credits` shows a positive balance."""

@@ -64,14 +64,18 @@ in use is reused at once, so under load this costs nothing."""
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over one pooled aiohttp session."""
+    """An httpx transport over one pooled aiohttp session.
 
-    def __init__(self, keepalive_s: float = KEEPALIVE_S) -> None:
+    `trust_env` (`server.trust_env`, the same rule as result downloads) lets proxy variables
+    and `.netrc` apply to these calls, which carry upstream keys; off, they go direct.
+    """
+
+    def __init__(self, keepalive_s: float = KEEPALIVE_S, *, trust_env: bool = False) -> None:
         self._session = LazySession(
             connector={"limit": 0, "keepalive_timeout": keepalive_s},
             auto_decompress=False,
             read_bufsize=READ_BUFFER,
-            trust_env=True,
+            trust_env=trust_env,
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
         )
 
