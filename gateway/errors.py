@@ -7,7 +7,8 @@
     ├── RequestTimeout (408), RequestTooLarge (413), HeadersTooLarge (431)
     ├── RateLimited (429), QuotaExceeded (429)
     └── ServerError (500)
-        ├── ServiceUnavailable (503)  StateUnavailable, CacheUnavailable, UpstreamUnavailable
+        ├── ServiceUnavailable (503)  StateUnavailable, CacheUnavailable, UpstreamUnavailable,
+        │                             JobInterrupted
         │                             └── UpstreamRejected (routing: try the next key)
         └── UpstreamError (502)       UpstreamTimeout (504), StorageError, RehostFailed
 
@@ -166,6 +167,13 @@ class StateUnavailable(ServiceUnavailable):
     fail-closed (SPEC 3), and fail-closed answers this 503."""
 
     code = "state_unavailable"
+
+
+class JobInterrupted(ServiceUnavailable):
+    """An async job's replica stopped where no other can resume it (SPEC 4.6): it cost
+    nothing, and the client may submit it again."""
+
+    code = "job_interrupted"
 
 
 class CacheUnavailable(ServiceUnavailable):

@@ -26,6 +26,11 @@ FOLLOWS_REFERENCE_MP = 4
 DEFAULT_OUTPUT = (1024, 1024)
 
 
+def usd(micros: int) -> float:
+    """Micro-USD as dollars for answers and reports (six decimals: exact to the micro-dollar)."""
+    return round(micros / MICROS, 6)
+
+
 def megapixels(width: int, height: int) -> int:
     """Whole megapixels as BFL bills them: rounded up, one at the least."""
     return max(1, math.ceil(width * height / MEGAPIXEL))

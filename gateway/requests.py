@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from gateway import media
 from gateway.catalog import MODELS, REFERENCE_KEYS
-from gateway.errors import InvalidRequest, RequestTooLarge, UnknownParameter
+from gateway.errors import InvalidRequest, UnknownParameter
 
 MAX_REFERENCE_MB = 20
 MAX_FORM_FIELDS = 64
@@ -72,6 +72,8 @@ class ImageRequest(BaseModel):
     partial_images: Annotated[int, Field(ge=0, le=3)] | None = None
     stream: bool | None = None
     input_fidelity: Literal["low", "high"] | None = None
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    """Where an async job's end is POSTed (SPEC 4.6); never sent upstream."""
 
     def check_neutral(self) -> None:
         """OpenAI-only fields are accepted unless they ask for what FLUX cannot do."""
@@ -304,7 +306,3 @@ def _unexpected_file(name: str) -> InvalidRequest:
     return InvalidRequest(
         f"Unexpected file part '{name}': only 'image' files are accepted.", param=name
     )
-
-
-def body_too_large(limit_mb: float) -> RequestTooLarge:
-    return RequestTooLarge(f"The request body is larger than {limit_mb:g} MB.")

@@ -62,7 +62,8 @@ def generate(gw: Gateway, **fields: Any) -> Any:
     """`images.generate` through the SDK, keeping the response headers."""
     fields.setdefault("model", "flux-2-pro")
     fields.setdefault("prompt", "a red fox")
-    return gw.client().images.with_raw_response.generate(**fields)
+    with gw.client() as client:
+        return client.images.with_raw_response.generate(**fields)
 
 
 def wait_for(condition: Callable[[], bool]) -> None:

@@ -25,7 +25,7 @@ from gateway.cache.s3 import S3Cache
 from gateway.errors import ConfigError, StorageError
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
-from gateway.state.memory import MemoryState
+from gateway.state.locks.memory import MemoryLocks
 from tests.conftest import gateway_settings, start_gateway
 from tests.helpers import Sim, image_bytes
 from tests.objectstore import ANONYMOUS, S3Server
@@ -311,7 +311,7 @@ async def test_retention_removes_old_results_in_bounded_passes(backend: Backend)
     for image in old:
         await backdate(cache, image, days=31)
     settings = CacheSettings(**backend.settings, retention_days=30, sweep_batch=2)
-    state, metrics = MemoryState(), Metrics()
+    state, metrics = MemoryLocks(), Metrics()
     sweep = RetentionSweep(cache, state, settings, metrics)
     rival = RetentionSweep(cache, state, settings, Metrics())
     passes = [await sweep.sweep_once() for _ in range(3)]

@@ -27,7 +27,7 @@ from gateway.cache.retention import RetentionSweep
 from gateway.errors import RehostFailed
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
-from gateway.state.memory import MemoryState
+from gateway.state.locks.memory import MemoryLocks
 from tests.conftest import Gateway, GatewayFactory, gateway_settings, start_gateway
 from tests.helpers import Sim, ThreadServer, image_bytes
 
@@ -52,7 +52,7 @@ def old_record(image: StoredImage, **fields: object) -> bytes:
 def sweep(root: Path) -> int:
     cache = FilesystemCache(root)
     settings = CacheSettings(dir=root, retention_days=30)
-    return asyncio.run(RetentionSweep(cache, MemoryState(), settings, Metrics()).sweep_once())
+    return asyncio.run(RetentionSweep(cache, MemoryLocks(), settings, Metrics()).sweep_once())
 
 
 @pytest.fixture

@@ -21,9 +21,11 @@ from gateway.console.gallery import Gallery
 from gateway.keys import hash_key
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
-from gateway.state.base import Counters, Limits, State
-from gateway.state.memory import MemoryState
-from gateway.state.redis import RedisState
+from gateway.state.admission.base import Counters, Limits, Reservation
+from gateway.state.base import State
+from gateway.state.connection import RedisConnection
+from gateway.state.memory import memory_state
+from gateway.state.redis import redis_state
 from tests.conftest import Gateway, Launch, gateway_settings
 from tests.helpers import RedisServer, Sim, image_bytes
 from tests.test_cache import backdate, chunked
@@ -281,43 +283,45 @@ def test_a_restarted_memory_gateway_rebuilds_its_galleries(
 @pytest.fixture(params=["memory", "redis"])
 async def state(request: pytest.FixtureRequest) -> AsyncIterator[State]:
     if request.param == "memory":
-        yield MemoryState()
+        yield memory_state()
         return
     server: RedisServer = request.getfixturevalue("redis_server")
     server.flush()
-    backend = RedisState(server.url)
+    backend = redis_state(RedisConnection(server.url))
     yield backend
     await backend.aclose()
 
 
 async def test_index_pages_by_score_and_removes(state: State) -> None:
     for member, score in [("a", 1.5), ("b", 2.25), ("c", 3.0), ("d", 4.125)]:
-        await state.index_add("g", member, score)
-    await state.index_add("other", "x", 10.0)
-    assert await state.index_page("g", None, 3) == [("d", 4.125), ("c", 3.0), ("b", 2.25)]
-    assert await state.index_page("g", 3.0, 10) == [("b", 2.25), ("a", 1.5)]
-    assert await state.index_page("g", 1.5, 10) == []
-    await state.index_add("g", "a", 5.0)
-    await state.index_remove("g", ["c", "missing"])
-    assert await state.index_page("g", None, 10) == [("a", 5.0), ("d", 4.125), ("b", 2.25)]
-    assert await state.index_page("nothing", None, 10) == []
+        await state.listings.index_add("g", member, score)
+    await state.listings.index_add("other", "x", 10.0)
+    assert await state.listings.index_page("g", None, 3) == [("d", 4.125), ("c", 3.0), ("b", 2.25)]
+    assert await state.listings.index_page("g", 3.0, 10) == [("b", 2.25), ("a", 1.5)]
+    assert await state.listings.index_page("g", 1.5, 10) == []
+    await state.listings.index_add("g", "a", 5.0)
+    await state.listings.index_remove("g", ["c", "missing"])
+    assert await state.listings.index_page("g", None, 10) == [("a", 5.0), ("d", 4.125), ("b", 2.25)]
+    assert await state.listings.index_page("nothing", None, 10) == []
 
 
 async def test_capped_list_keeps_the_newest(state: State) -> None:
     for i in range(7):
-        await state.list_push("recent", f"e{i}".encode(), keep=5)
-    assert await state.list_read("recent", 3) == [b"e6", b"e5", b"e4"]
-    assert await state.list_read("recent", 100) == [b"e6", b"e5", b"e4", b"e3", b"e2"]
-    assert await state.list_read("empty", 10) == []
+        await state.listings.list_push("recent", f"e{i}".encode(), keep=5)
+    assert await state.listings.list_read("recent", 3) == [b"e6", b"e5", b"e4"]
+    assert await state.listings.list_read("recent", 100) == [b"e6", b"e5", b"e4", b"e3", b"e2"]
+    assert await state.listings.list_read("empty", 10) == []
 
 
 async def test_counters_read_sees_admissions_without_taking_any(state: State) -> None:
     names = Counters("team-c", "20261125", "202611")
     limits = Limits(10, 5, 100, 10_000)
-    assert (await state.admit(names, "r1", limits, 3, 90)).refused is None
-    assert (await state.admit(names, "r2", limits, 1, 30)).refused is None
-    await state.settle(names, "r1", 2, 60)  # used 2 of its 3 images, 60 of its 90 micro-USD
-    read = await state.counters_read(names)
+    assert (await state.admission.admit(names, "r1", limits, 3, 90)).refused is None
+    assert (await state.admission.admit(names, "r2", limits, 1, 30)).refused is None
+    await state.admission.settle(
+        Reservation(names, "r1", state.backend), 2, 60
+    )  # used 2 of its 3 images, 60 of its 90 micro-USD
+    read = await state.admission.counters_read(names)
     assert (read.window_requests, read.in_flight, read.day_images, read.month_micros) == (
         2,
         1,
@@ -325,8 +329,8 @@ async def test_counters_read_sees_admissions_without_taking_any(state: State) ->
         90,
     )
     assert 0 < read.window_reset_s <= 60
-    assert (await state.counters_read(names)).window_requests == 2
-    empty = await state.counters_read(Counters("nobody", "20261125", "202611"))
+    assert (await state.admission.counters_read(names)).window_requests == 2
+    empty = await state.admission.counters_read(Counters("nobody", "20261125", "202611"))
     assert (empty.window_requests, empty.in_flight, empty.day_images, empty.month_micros) == (
         0,
         0,
@@ -340,7 +344,7 @@ async def test_retention_drops_removed_images_from_the_gallery(
 ) -> None:
     settings = CacheSettings(dir=tmp_path / "images", retention_days=30)
     cache = open_cache(settings)
-    gallery = Gallery(state, cache)
+    gallery = Gallery(state.listings, cache)
     png = image_bytes("PNG")
     stored = []
     for team in ("alpha", "alpha", "beta"):
@@ -350,10 +354,12 @@ async def test_retention_drops_removed_images_from_the_gallery(
         stored.append(image)
     await backdate(cache, stored[0], days=31)
     await backdate(cache, stored[2], days=31)
-    sweep = RetentionSweep(cache, state, settings, Metrics(), on_removed=gallery.remove)
+    sweep = RetentionSweep(cache, state.locks, settings, Metrics(), on_removed=gallery.remove)
     assert await sweep.sweep_once() == 2
-    assert await state.index_page("gallery:alpha", None, 10) == [(stored[1].id, stored[1].created)]
-    assert await state.index_page("gallery:beta", None, 10) == []
+    assert await state.listings.index_page("gallery:alpha", None, 10) == [
+        (stored[1].id, stored[1].created)
+    ]
+    assert await state.listings.index_page("gallery:beta", None, 10) == []
     await sweep.stop()
 
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from gateway.keys import fingerprint, hash_key
-from gateway.service import Gateway as Runtime
+from gateway.service import Parts
 from gateway.usage import DAY_FORMAT
 from tests.conftest import Gateway, gateway_settings, start_gateway
 from tests.helpers import LogLines, Sim, captured_logs, data_url, image_bytes
@@ -273,7 +273,7 @@ def disabled_key(gw: Gateway) -> dict[str, Any] | None:
 def seed_history(gw: Gateway, days: int) -> dict[str, list[int]]:
     """Requests per team on the days before today, written through the gateway's own state
     on its own event loop, so the plot has a history to show."""
-    runtime: Runtime = gw.server.server.config.app.state.gateway  # type: ignore[attr-defined]
+    parts: Parts[Any] = gw.server.server.config.app.state.parts  # type: ignore[attr-defined]
     today = datetime.now(UTC).date()
     history: dict[str, list[int]] = {"alpha": [], "beta": []}
     for back in range(days, 0, -1):
@@ -284,7 +284,7 @@ def seed_history(gw: Gateway, days: int) -> dict[str, list[int]]:
             counts = {"requests": requests, "images": requests, "spend_micros": requests * 30_000}
             assert gw.server.loop is not None
             asyncio.run_coroutine_threadsafe(
-                runtime.state.usage_add(team, day, counts), gw.server.loop
+                parts.state.usage.usage_add(team, day, counts), gw.server.loop
             ).result(timeout=10)
     return history
 

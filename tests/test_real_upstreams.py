@@ -35,13 +35,17 @@ WAIT_S = 20.0
 def own_sim() -> Iterator[Callable[[SimConfig], Sim]]:
     """Simulators of a test's own, for accounts and key marks the shared one does not have."""
     servers: list[ThreadServer] = []
+    sims: list[Sim] = []
 
     def make(config: SimConfig) -> Sim:
         server = ThreadServer(create_sim_app(config)).start()
         servers.append(server)
-        return Sim(server.url, list(config.keys))
+        sims.append(Sim(server.url, list(config.keys)))
+        return sims[-1]
 
     yield make
+    for sim in sims:
+        sim.close()
     for server in servers:
         server.stop()
 

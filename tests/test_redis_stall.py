@@ -14,9 +14,12 @@ import pytest
 import redis
 
 from gateway.errors import StateUnavailable
-from gateway.state.base import Counters, Limits, SlotCaps
+from gateway.state.admission.base import Counters, Limits, Reservation
+from gateway.state.admission.redis import RedisAdmission
 from gateway.state.budget import BudgetSpent, request_budget
-from gateway.state.redis import RedisState
+from gateway.state.connection import RedisConnection
+from gateway.state.keys.base import Slot, SlotCaps
+from gateway.state.keys.redis import RedisKeySlots
 from tests.conftest import Gateway, gateway_settings, start_gateway
 from tests.helpers import RedisServer, Sim
 
@@ -58,15 +61,16 @@ async def outcome(call: object) -> str:
 async def test_a_request_waits_its_budget_once_then_sends_nothing(own_redis: RedisServer) -> None:
     """Per-call timeout 0.3 s, budget 0.5 s: the admission waits 0.3 s, the next call the 0.2 s
     left, and every call after that fails at once without being sent."""
-    backend = RedisState(own_redis.url, lease_s=30, timeout_s=0.3)
+    backend = RedisConnection(own_redis.url, timeout_s=0.3)
+    counters, slots = RedisAdmission(backend, lease_s=30), RedisKeySlots(backend, lease_s=30)
     try:
         assert await backend.ping()
         with stalled(own_redis), request_budget(0.5) as budget:
             got = [
-                await outcome(backend.admit(NAMES, "r1", LIMITS, 1, 0)),
-                await outcome(backend.key_acquire("up", ["k"], "m", "l1", SlotCaps(4))),
-                await outcome(backend.key_release("up", "k", "m", "l1")),
-                await outcome(backend.settle(NAMES, "r1", 0, 0)),
+                await outcome(counters.admit(NAMES, "r1", LIMITS, 1, 0)),
+                await outcome(slots.key_acquire("up", ["k"], "m", "l1", SlotCaps(4))),
+                await outcome(slots.key_release(Slot("up", "k", "m", "l1", "redis"))),
+                await outcome(counters.settle(Reservation(NAMES, "r1", "redis"), 0, 0)),
             ]
             assert budget.left <= 0
         assert got == ["timed out", "timed out", "not sent", "not sent"]
@@ -78,19 +82,20 @@ async def test_an_admission_whose_answer_was_lost_leaves_no_lease(own_redis: Red
     """The admission reaches the paused Redis and runs once it resumes, but its answer was lost:
     the settlement sent after it frees the lease and the reservation, without waiting for the
     lease (30 s) to expire; the team's whole concurrency is there again."""
-    backend = RedisState(own_redis.url, lease_s=30, timeout_s=0.3)
+    backend = RedisConnection(own_redis.url, timeout_s=0.3)
+    counters = RedisAdmission(backend, lease_s=30)
     try:
         assert await backend.ping()
         with stalled(own_redis):
             for request_id in ("lost-1", "lost-2"):
                 with request_budget(0.3):
-                    assert await outcome(backend.admit(NAMES, request_id, LIMITS, 3, 50)) == (
+                    assert await outcome(counters.admit(NAMES, request_id, LIMITS, 3, 50)) == (
                         "timed out"
                     )
         await backend.cleanups_sent(timeout_s=10)
-        read = await backend.counters_read(NAMES)
+        read = await counters.counters_read(NAMES)
         assert (read.in_flight, read.day_images, read.month_micros) == (0, 0, 0)
-        verdicts = [await backend.admit(NAMES, f"next-{i}", LIMITS, 1, 0) for i in range(3)]
+        verdicts = [await counters.admit(NAMES, f"next-{i}", LIMITS, 1, 0) for i in range(3)]
         assert [v.refused for v in verdicts] == [None, None, "concurrency"]
     finally:
         await backend.aclose()

@@ -31,7 +31,7 @@ from gateway.cache.retention import STRAY_AGE_S, RetentionSweep
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
 from gateway.sim import SimConfig, create_sim_app
-from gateway.state.memory import MemoryState
+from gateway.state.locks.memory import MemoryLocks
 from tests.conftest import CLIENT_KEY, GatewayFactory, gateway_settings, start_gateway
 from tests.helpers import Sim, ThreadServer, free_port, image_bytes, running, write_config
 
@@ -123,7 +123,9 @@ def tiny_sim() -> Iterator[Sim]:
     """A simulator whose every result is a PNG of about 1 KiB (it fits the file cap)."""
     keys = ["tiny-key"]
     server = ThreadServer(create_sim_app(SimConfig(keys=keys, result_kib=1))).start()
-    yield Sim(server.url, keys)
+    sim = Sim(server.url, keys)
+    yield sim
+    sim.close()
     server.stop()
 
 
@@ -326,7 +328,7 @@ async def test_strays_of_a_crash_are_gone_after_a_retention_sweep(
 ) -> None:
     root, strays, keep = crashed_cache
     cache = FilesystemCache(root)
-    sweep = RetentionSweep(cache, MemoryState(), CacheSettings(dir=root), Metrics())
+    sweep = RetentionSweep(cache, MemoryLocks(), CacheSettings(dir=root), Metrics())
     assert await sweep.sweep_once() == 0
     assert [path for path in strays if path.exists()] == []
     assert [path for path in keep if path.exists()] == keep

@@ -38,9 +38,9 @@ export function whenUnauthorized(handler) {
   onUnauthorized = handler;
 }
 
-export async function api(path, { method = "GET", body, key } = {}) {
+export async function api(path, { method = "GET", body, key, headers: extra = {} } = {}) {
   const bearer = key || session.key;
-  const headers = { authorization: `Bearer ${bearer}` };
+  const headers = { ...extra, authorization: `Bearer ${bearer}` };
   if (body !== undefined) headers["content-type"] = "application/json";
   const response = await fetch(path, {
     method,

@@ -1,7 +1,9 @@
 // The playground: prompt, model, reference images and the model's own parameters, sent to
-// /v1/images/generations exactly as an API client would send them.
+// /v1/images/generations exactly as an API client would send them, as an async job
+// (`Prefer: respond-async`): the page polls the job and shows its status until it ends, so a
+// long generation never depends on one held connection.
 
-import { api } from "./api.js";
+import { api, GatewayError } from "./api.js";
 import { $, h, show } from "./dom.js";
 
 const REFERENCE_KEYS = ["input_image", ...[2, 3, 4, 5, 6, 7, 8].map((i) => `input_image_${i}`)];
@@ -17,6 +19,22 @@ const SIZES = [
   ["2016x864", "21:9 cinema"],
 ];
 const MAX_COUNT = 4;
+const POLL_MS = 500;
+const STATUS_WORDS = { queued: "Queued", running: "Generating" };
+
+/** The job's answer once it has ended: its result, or its error thrown as the API's. */
+async function jobResult(job, onStatus) {
+  let current = job;
+  while (current.status === "queued" || current.status === "running") {
+    onStatus(current.status);
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    current = await api(`/v1/images/jobs/${encodeURIComponent(current.id)}`);
+  }
+  if (current.status === "failed") {
+    throw new GatewayError(current.error.status, { error: current.error });
+  }
+  return current.result;
+}
 
 /** What a model takes on the upstreams that serve it: the most any of them allows. */
 export function limitsOf(model) {
@@ -208,15 +226,24 @@ export class Playground {
     this.busy = true;
     $("#generate").disabled = true;
     const started = performance.now();
+    let status = "queued";
     const tick = () => {
       $("#elapsed").textContent =
-        `Generating… ${((performance.now() - started) / 1000).toFixed(1)} s`;
+        `${STATUS_WORDS[status] || "Generating"}… ${((performance.now() - started) / 1000).toFixed(1)} s`;
     };
     tick();
     const timer = setInterval(tick, 100);
     show($("#progress"), true);
     try {
-      const answer = await api("/v1/images/generations", { method: "POST", body: this.body() });
+      const job = await api("/v1/images/generations", {
+        method: "POST",
+        body: this.body(),
+        headers: { prefer: "respond-async" },
+      });
+      const answer = await jobResult(job, (now) => {
+        status = now;
+        tick();
+      });
       $("#results").replaceChildren(
         ...answer.data.map((item) =>
           h(
