@@ -30,7 +30,10 @@ class Gateway:
     server: ThreadServer
 
     def client(self, key: str = CLIENT_KEY, retries: int = 0) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=retries)
+        """An SDK client, closed with its connections when the test ends."""
+        sdk = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=retries)
+        OPEN_CLIENTS.append(sdk)
+        return sdk
 
     def post(self, key: str = CLIENT_KEY, **body: Any) -> httpx.Response:
         """A raw generation request (flux-2-pro, prompt "x" unless overridden)."""
@@ -49,6 +52,16 @@ def sim() -> Iterator[Sim]:
     yield sim
     sim.close()
     server.stop()
+
+
+OPEN_CLIENTS: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while OPEN_CLIENTS:
+        OPEN_CLIENTS.pop().close()
 
 
 @pytest.fixture(autouse=True)
@@ -98,9 +111,8 @@ def gateway(sim: Sim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate
 
 
 @pytest.fixture
-def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
-    with gateway.client() as sdk:
-        yield sdk
+def client(gateway: Gateway) -> openai.OpenAI:
+    return gateway.client()
 
 
 @pytest.fixture(scope="session")
