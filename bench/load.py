@@ -1,16 +1,24 @@
-"""End-to-end load benchmark: the gateway on one core against the simulator in fast mode.
+"""End-to-end benchmark: the gateway on one core against the simulator in fast mode.
 
 Starts the simulator (`--result-kib`, every result one incompressible PNG) and the gateway as
 real processes on 127.0.0.1, the gateway pinned to core 0 and the simulator and load generator
-to core 1, then reports per concurrency level requests/s and latency percentiles (wrk), the
-latency added over calling the upstream directly (POST + result GET, what the gateway does),
-an in-flight scale test behind a slow upstream, and the gateway's peak RSS. Everything is
-bounded in time and stops by itself. `--workers 2` runs two gateway processes on that one
-core with a private Redis for their shared state, the way a replica holds more connections
-than one process's open-file limit allows.
+to core 1, then reports, in one run:
+
+- per concurrency level, rehosted POSTs: requests/s and latency percentiles (wrk), the latency
+  added over calling the upstream directly (POST + result GET, what the gateway does), and the
+  gateway's CPU per request (from /proc, so the per-core capacity is read whatever else runs);
+- durable-link GETs at 16 concurrent against nginx serving the same cache folder (sendfile)
+  and a bare Starlette app answering the same bytes from memory, each pinned to core 0 too;
+- an in-flight scale test behind a slow upstream, with the gateway's peak RSS;
+- big edits beside a stream of small requests (`bench.edits`), and the machine's floor
+  (`bench.floor`).
+
+Everything is bounded in time and stops by itself. The report is printed as Markdown and kept
+in `bench/results.md` and `bench/results.json`. `--workers 2` runs two gateway processes on
+that one core with a private Redis for their shared state.
 
     python -m bench.load [--duration 10] [--levels 1,16,64] [--inflight 2000] [--result-kib 1024]
-                         [--workers 1]
+                         [--workers 1] [--skip edits,floor]
 """
 
 from __future__ import annotations
@@ -29,15 +37,18 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
 
+from bench import floor
 from gateway.keys import hash_key
 from tests.helpers import RedisServer, free_port, running
 
 QUIET = subprocess.DEVNULL
 INFLIGHT_TIMEOUT_S = 300
+LINK_CONCURRENCY = 16
 PROBLEM_METRICS = ("gateway_upstream_errors_total", "gateway_rehost_failures_total")
 KEY = "sk-bench-0123456789"
 SIM_KEYS = [f"bench-key-{i}" for i in range(8)]
@@ -88,6 +99,25 @@ level = "warning"
 """
     )
     return config
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process and its children have used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return used + sum(cpu_s(int(child)) for child in children)
+
+
+def wrk_on(pid: int, url: str, script: str, connections: int, duration: int) -> dict[str, float]:
+    """`wrk`, plus the CPU the server `pid` spent per request (µs) and so its rate per core."""
+    before = cpu_s(pid)
+    result = wrk(url, script, connections, duration)
+    served = result["rps"] * duration
+    per_request = (cpu_s(pid) - before) / served if served else 0.0
+    result["cpu_us"] = per_request * 1e6
+    result["per_core_rps"] = 1 / per_request if per_request else 0.0
+    return result
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -170,6 +200,64 @@ async def inflight(url: str, count: int) -> tuple[float, Counter[str]]:
     return wall, failures
 
 
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+{user}
+pid {folder}/nginx.pid;
+error_log {folder}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {folder}/nginx-body;
+    proxy_temp_path {folder}/nginx-proxy;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def nginx_get(folder: Path, cache_dir: Path, image_id: str, duration: int) -> dict[str, float]:
+    """nginx serving the gateway's own cache folder (the image file under its shard), pinned to
+    core 0 like the gateway, which is idle meanwhile."""
+    port = free_port()
+    conf = folder / "nginx.conf"
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(NGINX_CONF.format(user=user, folder=folder, port=port, root=cache_dir))
+    url = f"http://127.0.0.1:{port}/{image_id[:2]}/{image_id}"
+    command = pinned(0, ["nginx", "-c", str(conf), "-p", str(folder)])
+    with running(command, url, output=QUIET) as server:
+        return wrk_on(server.pid, url, "", LINK_CONCURRENCY, duration)
+
+
+def bare_get(image: Path, duration: int) -> dict[str, float]:
+    """A bare Starlette app on uvicorn answering the same bytes from memory (`bench.bare`)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/images/bench.png"
+    command = pinned(
+        0,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.bare:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+    )
+    with running(command, url, env={"BENCH_IMAGE": str(image)}, output=QUIET) as server:
+        return wrk_on(server.pid, url, "", LINK_CONCURRENCY, duration)
+
+
 def logged_problems(log: Path) -> Counter[str]:
     """The gateway's warnings and errors so far, by message and error text."""
     problems: Counter[str] = Counter()
@@ -207,14 +295,15 @@ def main() -> None:
         default=1,
         help="gateway worker processes, all on core 0 (more than 1 uses a private Redis)",
     )
+    parser.add_argument("--skip", default="", help="comma-separated: links, edits, floor")
     args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
     levels = [int(x) for x in args.levels.split(",")]
     counts = [int(x) for x in args.inflight.split(",")]
     raise_file_limit(3 * max(counts) + 1024)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {1})
-    body = json.dumps(BODY)
-    report: dict[str, object] = {"levels": {}, "inflight": {}}
+    report: dict[str, Any] = {"levels": {}, "inflight": {}, "links": {}}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
         redis = RedisServer(folder).start() if args.workers > 1 else None
@@ -257,69 +346,182 @@ def main() -> None:
             open(folder / "gateway.log", "wb") as gw_log,
             running(gw_cmd, f"{gw_url}/healthz", output=gw_log.fileno()) as gw,
         ):
-            result_url = httpx.post(
-                f"{sim_url}/v1/images/generations",
-                json=BODY,
-                headers={"authorization": f"Bearer {SIM_KEYS[0]}"},
-            ).json()["data"][0]["url"]
             for level in levels:
-                post = wrk(
-                    f"{sim_url}/v1/images/generations",
-                    WRK_POST.format(key=SIM_KEYS[0], body=body),
-                    level,
-                    args.duration,
-                )
-                get = wrk(result_url, "", level, args.duration)
-                through = wrk(
-                    f"{gw_url}/v1/images/generations",
-                    WRK_POST.format(key=KEY, body=body),
-                    level,
-                    args.duration,
-                )
-                httpx.delete(f"{sim_url}/_sim/requests")
-                direct_p50 = post.get("p50_ms", 0) + get.get("p50_ms", 0)
-                added = through.get("p50_ms", 0) - direct_p50
-                report["levels"][str(level)] = {  # type: ignore[index]
-                    "gateway": through,
-                    "upstream_post": post,
-                    "upstream_get": get,
-                    "added_p50_ms": added,
-                }
-                gw_p = {k: through.get(k, 0.0) for k in ("p50_ms", "p90_ms", "p99_ms")}
-                print(
-                    f"c={level}: gateway {through['rps']:.0f} req/s, p50 {gw_p['p50_ms']:.1f} ms, "
-                    f"p90 {gw_p['p90_ms']:.1f} ms, p99 {gw_p['p99_ms']:.1f} ms, "
-                    f"errors {through['errors']:.0f} | upstream POST+GET p50 {direct_p50:.1f} ms "
-                    f"({post['rps']:.0f} POST/s, {get['rps']:.0f} GET/s), "
-                    f"added p50 {added:.1f} ms",
-                    flush=True,
-                )
+                report["levels"][str(level)] = rehost_level(sim_url, gw_url, gw.pid, level, args)
+            if "links" not in skip:
+                report["links"] = links(folder, gw_url, gw.pid, args.duration)
             httpx.put(f"{sim_url}/_sim/faults", json={"latency": args.slow_upstream_s})
             for count in counts:
-                wall, failures = asyncio.run(inflight(gw_url, count))
-                httpx.delete(f"{sim_url}/_sim/requests")
-                errors = sum(failures.values())
-                report["inflight"][str(count)] = {  # type: ignore[index]
-                    "wall_s": wall,
-                    "errors": errors,
-                    "error_kinds": dict(failures),
-                }
-                print(
-                    f"in flight {count} behind a {args.slow_upstream_s:g} s upstream: "
-                    f"{wall:.1f} s wall, {errors} errors",
-                    flush=True,
-                )
-                for kind, times in failures.most_common(5):
-                    print(f"    {times}x {kind}", flush=True)
-                if errors:
-                    for line, times in logged_problems(folder / "gateway.log").most_common(5):
-                        print(f"    gateway log, {times}x: {line}", flush=True)
-                    for line in httpx.get(f"{gw_url}/metrics").text.splitlines():
-                        if line.startswith(PROBLEM_METRICS):
-                            print(f"    {line}", flush=True)
+                report["inflight"][str(count)] = burst(folder, sim_url, gw_url, count, args)
             report["peak_rss_mib"] = peak_rss_mib(gw.pid)
             print(f"gateway peak RSS: {report['peak_rss_mib']:.0f} MiB", flush=True)
+    if "edits" not in skip:
+        from bench import edits
+
+        report["edits"] = edits.run(args.duration)
+    if "floor" not in skip:
+        rows = floor.measure()
+        report["floor"] = {"rows": rows, "images_per_s": floor.images_per_s(rows)}
     Path("bench/results.json").write_text(json.dumps(report, indent=2))
+    markdown = summary(report, args)
+    Path("bench/results.md").write_text(markdown)
+    print(markdown)
+
+
+def rehost_level(
+    sim_url: str, gw_url: str, gw_pid: int, level: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Rehosted POSTs at one concurrency, beside the upstream's own POST and result GET."""
+    body = json.dumps(BODY)
+    result_url = httpx.post(
+        f"{sim_url}/v1/images/generations",
+        json=BODY,
+        headers={"authorization": f"Bearer {SIM_KEYS[0]}"},
+    ).json()["data"][0]["url"]
+    post = wrk(
+        f"{sim_url}/v1/images/generations",
+        WRK_POST.format(key=SIM_KEYS[0], body=body),
+        level,
+        args.duration,
+    )
+    get = wrk(result_url, "", level, args.duration)
+    through = wrk_on(
+        gw_pid,
+        f"{gw_url}/v1/images/generations",
+        WRK_POST.format(key=KEY, body=body),
+        level,
+        args.duration,
+    )
+    httpx.delete(f"{sim_url}/_sim/requests")
+    direct_p50 = post.get("p50_ms", 0) + get.get("p50_ms", 0)
+    added = through.get("p50_ms", 0) - direct_p50
+    gw_p = {k: through.get(k, 0.0) for k in ("p50_ms", "p90_ms", "p99_ms")}
+    print(
+        f"c={level}: gateway {through['rps']:.0f} req/s, p50 {gw_p['p50_ms']:.1f} ms, "
+        f"p90 {gw_p['p90_ms']:.1f} ms, p99 {gw_p['p99_ms']:.1f} ms, "
+        f"errors {through['errors']:.0f}, {through['cpu_us']:.0f} µs CPU/request | "
+        f"upstream POST+GET p50 {direct_p50:.1f} ms "
+        f"({post['rps']:.0f} POST/s, {get['rps']:.0f} GET/s), added p50 {added:.1f} ms",
+        flush=True,
+    )
+    return {"gateway": through, "upstream_post": post, "upstream_get": get, "added_p50_ms": added}
+
+
+def links(folder: Path, gw_url: str, gw_pid: int, duration: int) -> dict[str, Any]:
+    """Durable-link GETs of a fresh 1 MiB image: the gateway, nginx on its cache folder (when
+    installed) and a bare Starlette app, one after the other on core 0."""
+    link = httpx.post(
+        f"{gw_url}/v1/images/generations",
+        json=BODY,
+        headers={"authorization": f"Bearer {KEY}"},
+        timeout=60,
+    ).json()["data"][0]["url"]
+    image_id = link.rsplit("/", 1)[1].split(".")[0]
+    cache_dir = folder / "images"
+    stored = cache_dir / image_id[:2] / image_id
+    rows: dict[str, Any] = {"gateway": wrk_on(gw_pid, link, "", LINK_CONCURRENCY, duration)}
+    if shutil.which("nginx"):
+        rows["nginx"] = nginx_get(folder, cache_dir, image_id, duration)
+    rows["bare starlette"] = bare_get(stored, duration)
+    for name, row in rows.items():
+        print(
+            f"GET of a durable link, c={LINK_CONCURRENCY}, {name}: {row['rps']:.0f} req/s, "
+            f"p50 {row.get('p50_ms', 0):.2f} ms, {row['cpu_us']:.0f} µs CPU/request",
+            flush=True,
+        )
+    return rows
+
+
+def burst(
+    folder: Path, sim_url: str, gw_url: str, count: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """`count` requests at once behind the slow upstream."""
+    wall, failures = asyncio.run(inflight(gw_url, count))
+    httpx.delete(f"{sim_url}/_sim/requests")
+    errors = sum(failures.values())
+    print(
+        f"in flight {count} behind a {args.slow_upstream_s:g} s upstream: "
+        f"{wall:.1f} s wall, {errors} errors",
+        flush=True,
+    )
+    for kind, times in failures.most_common(5):
+        print(f"    {times}x {kind}", flush=True)
+    if errors:
+        for line, times in logged_problems(folder / "gateway.log").most_common(5):
+            print(f"    gateway log, {times}x: {line}", flush=True)
+        for line in httpx.get(f"{gw_url}/metrics").text.splitlines():
+            if line.startswith(PROBLEM_METRICS):
+                print(f"    {line}", flush=True)
+    return {"wall_s": wall, "errors": errors, "error_kinds": dict(failures)}
+
+
+def summary(report: dict[str, Any], args: argparse.Namespace) -> str:
+    """The report's rows against the targets of issue 18, as a Markdown table."""
+    lines = [
+        "| path | flux-gateway | reference in the same run | target |",
+        "|---|---|---|---|",
+    ]
+    link_rows = report.get("links") or {}
+    if link_rows:
+        gateway = link_rows["gateway"]
+        refs = ", ".join(
+            f"{name} {row['rps']:,.0f} req/s, p50 {row.get('p50_ms', 0):.2f} ms "
+            f"({row['cpu_us']:.0f} µs CPU each)"
+            for name, row in link_rows.items()
+            if name != "gateway"
+        )
+        lines.append(
+            f"| `GET` of a durable link, {LINK_CONCURRENCY} concurrent | "
+            f"{gateway['rps']:,.0f} req/s, p50 {gateway.get('p50_ms', 0):.2f} ms "
+            f"({gateway['cpu_us']:.0f} µs CPU each: {gateway['per_core_rps']:,.0f}/s per core) "
+            f"| {refs} | ≥ 2,800 req/s, p50 ≤ 6 ms |"
+        )
+    levels = report["levels"]
+    top = levels.get("64")
+    if top:
+        gateway = top["gateway"]
+        lines.append(
+            f"| `POST` generation with rehost, 64 concurrent | {gateway['rps']:,.0f} req/s "
+            f"({gateway['cpu_us']:,.0f} µs CPU each: {gateway['per_core_rps']:,.0f}/s per core) "
+            f"| the upstream alone: {top['upstream_post']['rps']:,.0f} POST/s, "
+            f"{top['upstream_get']['rps']:,.0f} result GET/s | ≥ 600 req/s |"
+        )
+    mid = levels.get("16")
+    if mid:
+        lines.append(
+            f"| added p50 at 16 concurrent | +{mid['added_p50_ms']:.1f} ms "
+            f"(p50 {mid['gateway'].get('p50_ms', 0):.1f} ms) | upstream POST + GET p50 "
+            f"{mid['upstream_post'].get('p50_ms', 0) + mid['upstream_get'].get('p50_ms', 0):.1f}"
+            " ms | ≤ +10 ms |"
+        )
+    for count, row in report["inflight"].items():
+        lines.append(
+            f"| {int(count):,} in flight behind a {args.slow_upstream_s:g} s upstream | "
+            f"{row['wall_s']:.1f} s wall, {row['errors']} errors, peak RSS "
+            f"{report['peak_rss_mib']:.0f} MiB | the upstream alone {args.slow_upstream_s:g} s "
+            "| ≤ 8 s, ≤ 250 MiB |"
+        )
+    edit = report.get("edits")
+    if edit:
+        lines.append(
+            f"| small requests' p99 beside 4 big edits/s | {edit['p99_with_ms']:.1f} ms "
+            f"({edit['p99_with_ms'] / edit['p99_without_ms']:.2f}×) | without the edits "
+            f"{edit['p99_without_ms']:.1f} ms | ≤ 1.5× |"
+        )
+        lines.append(
+            f"| peak RSS, 10 requests of max_body_mb in flight | "
+            f"{edit['peak_rss_mib']:.0f} MiB | | bounded |"
+        )
+    fl = report.get("floor")
+    if fl:
+        rows = fl["rows"]
+        lines.append(
+            "| the machine's floor per 1 MiB image (`bench.floor`) | "
+            + "; ".join(f"{name} {cpu_ms:.2f} ms CPU" for name, (cpu_ms, _) in rows.items())
+            + f" | at most {fl['images_per_s']:,.0f} images/s on one core before any gateway "
+            "code | |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

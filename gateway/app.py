@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route
 
 from gateway.api import bfl_api, console, health, openapi
 from gateway.api.admin import Admin
-from gateway.api.files import ImageFiles
+from gateway.api.files import LINK_METHODS, ImageFiles, ImageLane
 from gateway.api.images import CreateImage
 from gateway.api.jobs import JobRoutes
 from gateway.api.models import Models
@@ -117,7 +117,11 @@ def _guards(settings: Settings) -> list[Middleware]:
 
 
 def _routes(
-    settings: Settings, metrics: Metrics, parts: Parts[Gallery], recent: RecentErrors
+    settings: Settings,
+    metrics: Metrics,
+    parts: Parts[Gallery],
+    recent: RecentErrors,
+    image_route: Route,
 ) -> list[Route | Mount]:
     """Every route, each handler bound to the parts it needs and nothing more."""
     images = CreateImage(
@@ -131,7 +135,6 @@ def _routes(
     )
     jobs = JobRoutes(parts.jobs)
     models = Models(parts.router, settings.aliases)
-    files = ImageFiles(parts.links, parts.cache, settings.cache)
     ready = health.Readiness(
         parts.state,
         parts.cache,
@@ -150,7 +153,7 @@ def _routes(
         Route("/v1/images/jobs/{job_id}", jobs.get_job, methods=["GET"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
-        Route("/images/{name}", files.get_image, methods=["GET", "HEAD"]),
+        image_route,
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", ready.readyz, methods=["GET"]),
         _metrics_route(metrics),
@@ -184,10 +187,13 @@ def _serving(
 ) -> Starlette:
     """The app requests are served from, assembled from the live parts."""
     recent = RecentErrors(parts.state.listings)
+    files = ImageFiles(parts.links, parts.cache, settings.cache)
+    image_route = Route("/images/{name}", files.get_image, methods=list(LINK_METHODS))
     middleware = [
         Middleware(
             RequestContext, metrics=metrics, trusted_proxies=settings.server.trusted_proxies
         ),
+        Middleware(ImageLane, route=image_route),
         Middleware(DrainGate),
         Middleware(
             BodyLimit,
@@ -202,7 +208,7 @@ def _serving(
         Middleware(BodyBudgetGate, budget=BodyBudget.for_server(settings.server)),
     ]
     app = Starlette(
-        routes=_routes(settings, metrics, parts, recent),
+        routes=_routes(settings, metrics, parts, recent, image_route),
         middleware=middleware,
         exception_handlers=_error_handlers(recent),
     )

@@ -26,7 +26,7 @@ class Links:
 
     async def by_name(self, name: str) -> StoredImage | None:
         image_id, _, _ext = name.partition(".")
-        image = await self.cache.get(image_id)
+        image = await self.cache.get_recent(image_id)
         if image is None or image.filename != name:
             return None
         return image

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,6 +30,10 @@ CLOSE = {"connection": "close"}
 PROBES = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
+_Series = tuple[Counter, Histogram, Histogram]
+"""A request's count, duration and overhead metric children."""
+
+
 class RequestContext:
     """Gives every request an id (echoed as `x-request-id`), then counts and logs it, with
     the client address that `trusted_proxies` lets `X-Forwarded-For` name."""
@@ -37,6 +42,7 @@ class RequestContext:
         self.app = app
         self.metrics = metrics
         self.proxies = TrustedProxies(trusted_proxies)
+        self._children: dict[tuple[str, str, str, int], _Series] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,13 +75,14 @@ class RequestContext:
         team_name = team.name if team is not None else ""
         model = state.get("model", "")
         waited = state.get("upstream_seconds", 0.0) + state.get("rehost_seconds", 0.0)
-        self.metrics.requests.labels(
-            route=route, model=model, team=team_name, status=str(status)
-        ).inc()
-        self.metrics.request_duration.labels(route=route, model=model).observe(elapsed)
+        count, duration, overhead = self._series(route, model, team_name, status)
+        count.inc()
+        duration.observe(elapsed)
         if "upstream_seconds" in state or status < 500:
             # A 5xx may have waited on an upstream this process did not time: not overhead.
-            self.metrics.overhead.labels(route=route).observe(max(0.0, elapsed - waited))
+            overhead.observe(max(0.0, elapsed - waited))
+        if not access_log.isEnabledFor(logging.INFO):
+            return
         access_log.info(
             "request",
             extra={
@@ -94,6 +101,20 @@ class RequestContext:
                 "rehost_ms": _ms(state.get("rehost_seconds")),
             },
         )
+
+    def _series(self, route: str, model: str, team: str, status: int) -> _Series:
+        """The request's metric children, looked up once per label set (the sets are bounded:
+        routes, models and teams come from the config, statuses from HTTP)."""
+        labels = (route, model, team, status)
+        series = self._children.get(labels)
+        if series is None:
+            metrics = self.metrics
+            series = self._children[labels] = (
+                metrics.requests.labels(route=route, model=model, team=team, status=str(status)),
+                metrics.request_duration.labels(route=route, model=model),
+                metrics.overhead.labels(route=route),
+            )
+        return series
 
     def _client(self, scope: Scope) -> str | None:
         peer = scope.get("client")

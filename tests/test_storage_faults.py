@@ -24,6 +24,7 @@ import openai
 import orjson
 import pytest
 
+from gateway.cache import records
 from gateway.cache.base import ImageMeta, StoredImage, new_image_id
 from gateway.cache.direct import BLOCK
 from gateway.cache.filesystem import FilesystemCache
@@ -192,7 +193,7 @@ def test_fan_out_keeps_the_images_stored_before_the_disk_filled(sim: Sim, tmp_pa
     assert sorted(served) == sorted(kept)
     assert 'gateway_images_total{model="flux-2-pro",team="design"} 2.0' in metrics
     assert 'gateway_rehost_failures_total{reason="storage"} 1.0' in metrics
-    assert len(files_in(cache_dir)) == 4
+    assert len(files_in(cache_dir)) == 2  # one file per image, its record on it
     assert not [name for name in files_in(cache_dir) if name.endswith(".part")]
 
 
@@ -231,10 +232,18 @@ class Syscalls:
     def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.root = root
         self.events: list[tuple[str, str]] = []
+        self.records_at_fsync: list[object] = []
+        """The record on each flushed file at the moment of its flush (None: it has none)."""
         real_fsync, real_rename = os.fsync, os.rename
 
         def fsync(fd: int) -> None:
-            self._note("fsync", os.readlink(f"/proc/self/fd/{fd}"))
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if path.startswith(str(self.root)):
+                try:
+                    self.records_at_fsync.append(orjson.loads(os.getxattr(fd, records.ATTRIBUTE)))
+                except OSError:
+                    self.records_at_fsync.append(None)
+            self._note("fsync", path)
             real_fsync(fd)
 
         def rename(source: str, target: str, **dir_fds: int) -> None:
@@ -256,14 +265,30 @@ async def test_store_flushes_image_record_and_folder_before_it_returns(
     calls = Syscalls(root, monkeypatch)
     image = await FilesystemCache(root).store(chunks_of(image_bytes("PNG")), "image/png", META)
     shard, name = f"/{image.id[:2]}", image.id
+    # The record is on the image file, so one flush of the file carries bytes and record.
+    assert calls.events == [("fsync", ""), ("fsync", f"{shard}/{name}"), ("fsync", shard)]
+    assert calls.records_at_fsync == [None, image.to_json(), None]
+
+
+async def test_a_record_too_large_for_the_file_is_written_beside_it_and_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "images"
+    calls = Syscalls(root, monkeypatch)
+    long = ImageMeta("design", "flux-2-pro", "req_1", "agg", prompt="a lighthouse " * 2000)
+    cache = FilesystemCache(root)
+    image = await cache.store(chunks_of(image_bytes("PNG")), "image/png", long)
+    shard, name = f"/{image.id[:2]}", image.id
     assert calls.events == [
         ("fsync", ""),
-        ("fsync", f"{shard}/.{name}.part"),
-        ("rename", f".{name}.part -> {name}"),
+        ("fsync", f"{shard}/{name}"),
         ("fsync", f"{shard}/.{name}.json.part"),
         ("rename", f".{name}.json.part -> {name}.json"),
         ("fsync", shard),
     ]
+    assert sorted(files_in(root)) == sorted([f"{name[:2]}/{name}", f"{name[:2]}/{name}.json"])
+    assert await cache.get(image.id) == image
+    assert await cache.count() == 1
 
 
 async def test_store_without_fsync_flushes_nothing(
@@ -273,7 +298,7 @@ async def test_store_without_fsync_flushes_nothing(
     calls = Syscalls(root, monkeypatch)
     cache = FilesystemCache.from_settings(CacheSettings(dir=root, fsync=False))
     image = await cache.store(chunks_of(image_bytes("PNG")), "image/png", META)
-    assert [call for call, _ in calls.events] == ["rename", "rename"]
+    assert calls.events == []
     assert await cache.get(image.id) == image
 
 
@@ -290,20 +315,25 @@ def crashed_cache(tmp_path: Path) -> Iterator[tuple[Path, list[Path], list[Path]
     strays = [
         shard / f".{ids[0]}.part",
         shard / f".{ids[1]}.json.part",
-        shard / ids[2],
-        shard / f"{ids[3]}.json",
+        shard / ids[2],  # an image whose record was never set
+        shard / f"{ids[3]}.json",  # a record beside no image
     ]
     for path in strays:
         path.write_bytes(record if path.name.endswith(".json") else b"\x89PNG half")
-    young = shard / f".{ids[4]}.part"
+    young = shard / ids[4]
     young.write_bytes(b"\x89PNG a store still running")
     unrelated = [shard / "notes.txt", root / "README"]
     for path in unrelated:
         path.write_bytes(b"not the cache's")
+    # An image of a cache written before records moved into the file: the record beside it.
+    legacy_id = good.id[:2] + new_image_id()[2:]
+    legacy = [shard / legacy_id, shard / f"{legacy_id}.json"]
+    legacy[0].write_bytes((shard / good.id).read_bytes())
+    legacy[1].write_bytes(orjson.dumps({**good.to_json(), "id": legacy_id}))
     crash = time.time() - STRAY_AGE_S - 60
-    for path in [*strays, *unrelated, shard / good.id, shard / f"{good.id}.json"]:
+    for path in [*strays, *unrelated, *legacy, shard / good.id]:
         os.utime(path, (crash, crash))
-    keep = [shard / good.id, shard / f"{good.id}.json", young, *unrelated]
+    keep = [shard / good.id, young, *unrelated, *legacy]
     yield root, strays, keep
 
 
@@ -315,10 +345,12 @@ def test_strays_of_a_crash_are_gone_after_start(
     try:
         assert [path for path in strays if path.exists()] == []
         assert [path for path in keep if path.exists()] == keep
-        good = StoredImage.parse(keep[1].read_bytes(), keep[0].name)
-        assert good is not None
-        served = httpx.get(f"{gw.url}/images/{good.filename}")
-        assert (served.status_code, served.content) == (200, keep[0].read_bytes())
+        good = StoredImage.parse(os.getxattr(keep[0], records.ATTRIBUTE), keep[0].name)
+        legacy = StoredImage.parse(keep[-1].read_bytes(), keep[-2].name)
+        assert good is not None and legacy is not None
+        for image, path in ((good, keep[0]), (legacy, keep[-2])):
+            served = httpx.get(f"{gw.url}/images/{image.filename}")
+            assert (served.status_code, served.content) == (200, path.read_bytes())
     finally:
         gw.server.stop()
 
@@ -332,4 +364,4 @@ async def test_strays_of_a_crash_are_gone_after_a_retention_sweep(
     assert await sweep.sweep_once() == 0
     assert [path for path in strays if path.exists()] == []
     assert [path for path in keep if path.exists()] == keep
-    assert await cache.count() == 1
+    assert await cache.count() == 3  # the good, the legacy and the young image

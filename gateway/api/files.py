@@ -1,6 +1,7 @@
 """Durable links: `GET /images/{id}.{ext}`, no key needed, immutable, with Range support.
 
-A link is the same whatever the backend. The bytes are streamed from the cache, or, with
+A link is the same whatever the backend. A recent image is answered from memory in one piece
+(`cache.hot`), any other is streamed from the cache, or, with
 `cache.redirect` on a backend that can sign URLs, the answer is a 302 to a presigned URL
 signed anew on each request, so the link itself never expires. Every answer says
 `nosniff`: a browser shows the bytes only as the image type the gateway checked.
@@ -13,10 +14,12 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache.base import IMMUTABLE, ByteRange, ResultCache, StoredImage, prepend
 from gateway.errors import NotFound
-from gateway.links import Links
+from gateway.links import IMAGE_PATH, Links
 from gateway.settings import CacheSettings
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
@@ -24,6 +27,7 @@ POSITION_DIGITS = 18
 """A byte position with more significant digits than this is past the end of any image."""
 BEYOND = 10**POSITION_DIGITS
 NOSNIFF = {"x-content-type-options": "nosniff"}
+LINK_METHODS = ("GET", "HEAD")
 
 
 class Unsatisfiable(Exception):
@@ -65,10 +69,46 @@ class ImageFiles:
         headers["content-length"] = str(last - first + 1)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type=image.content_type)
-        body = await _opened(self.cache, image, byte_range)
+        try:
+            whole = await self.cache.whole(image)
+        except FileNotFoundError:
+            raise NotFound("No such image.") from None
+        if whole is not None:
+            body = memoryview(whole)[first : last + 1]
+            return Response(
+                body, status_code=status, headers=headers, media_type=image.content_type
+            )
+        chunks = await _opened(self.cache, image, byte_range)
         return StreamingResponse(
-            body, status_code=status, headers=headers, media_type=image.content_type
+            chunks, status_code=status, headers=headers, media_type=image.content_type
         )
+
+
+class ImageLane:
+    """Pure ASGI, right after the request context: durable-link GETs and HEADs are answered
+    here, past the API's middleware (client keys, team limits, body checks), which a link needs
+    none of — a link is fetched far more often than an image is made. Any error goes down the
+    usual path instead, so it is answered, rendered and listed exactly as before."""
+
+    def __init__(self, app: ASGIApp, route: Route) -> None:
+        self.app = app
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if scope["type"] == "http" and path.startswith(IMAGE_PATH):
+            name = path[len(IMAGE_PATH) :]
+            if name and "/" not in name and scope["method"] in LINK_METHODS:
+                scope["path_params"] = {"name": name}
+                scope["route"] = self.route
+                try:
+                    response = await self.route.endpoint(Request(scope, receive))
+                except Exception:  # answered again below, with its real error
+                    pass
+                else:
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from gateway.cache.base import ImageMeta, ResultCache, StoredImage
 from gateway.cache.filesystem import FilesystemCache
+from gateway.cache.hot import HotCache, HotImages
 from gateway.cache.s3 import S3Cache
 from gateway.errors import CacheUnavailable, ConfigError
 from gateway.settings import CacheSettings
@@ -19,8 +20,13 @@ BACKENDS: dict[str, Callable[[CacheSettings], ResultCache]] = {
 
 
 def open_cache(settings: CacheSettings) -> ResultCache:
-    """The backend that `cache.backend` names; an unknown one is a start-up error."""
+    """The backend that `cache.backend` names, behind `cache.hot_mb` of recent images kept in
+    memory; an unknown backend is a start-up error."""
     backend = BACKENDS.get(settings.backend)
     if backend is None:
         raise ConfigError(f"cache.backend {settings.backend!r} is not available in this build")
-    return backend(settings)
+    cache = backend(settings)
+    if settings.hot_mb <= 0:
+        return cache
+    hot = HotImages(int(settings.hot_mb * 1024 * 1024), settings.retention_days * 86400)
+    return HotCache(cache, hot)

@@ -99,12 +99,22 @@ class ResultCache(ABC):
     async def get(self, image_id: str) -> StoredImage | None:
         """The record of an image, or None for an unknown or malformed id."""
 
+    async def get_recent(self, image_id: str) -> StoredImage | None:
+        """The record for a durable-link GET: `get`, or a copy kept in memory that the store
+        confirmed a moment ago."""
+        return await self.get(image_id)
+
     @abstractmethod
     def open(self, image: StoredImage, byte_range: ByteRange | None = None) -> AsyncIterator[bytes]:
         """The bytes of a stored image (or of one range of it), as a stream."""
 
     async def read(self, image: StoredImage) -> bytes:
         return b"".join([chunk async for chunk in self.open(image)])
+
+    async def whole(self, image: StoredImage) -> bytes | None:
+        """All the bytes in one piece, where that is cheap (kept in memory); None: stream them
+        with `open`."""
+        return None
 
     @abstractmethod
     async def writable(self) -> bool:

@@ -91,17 +91,20 @@ class NewFile:
             self.buffer.move(0, length, rest)
         self.staged = rest
 
+    def finish(self) -> None:
+        """Flush the padded tail and cut the file to its real size; the file stays open."""
+        if self.buffer is not None and self.staged:
+            padded = -(-self.staged // BLOCK) * BLOCK
+            self.buffer[self.staged : padded] = bytes(padded - self.staged)
+            self.staged = padded
+            self._write_staged(padded)
+            os.ftruncate(self.fd, self.size)
+
     def close(self, sync: bool = False) -> None:
-        """Flush the padded tail, cut the file to its real size and close it; with `sync`,
-        data and size reach stable storage first (O_DIRECT skips the page cache, not the
-        drive's cache nor the metadata)."""
+        """`finish`, then close; with `sync`, data, size and attributes reach stable storage
+        first (O_DIRECT skips the page cache, not the drive's cache nor the metadata)."""
         try:
-            if self.buffer is not None and self.staged:
-                padded = -(-self.staged // BLOCK) * BLOCK
-                self.buffer[self.staged : padded] = bytes(padded - self.staged)
-                self.staged = padded
-                self._write_staged(padded)
-                os.ftruncate(self.fd, self.size)
+            self.finish()
             if sync:
                 os.fsync(self.fd)
         finally:

@@ -1,10 +1,15 @@
-"""The embedded cache: one file per image plus a JSON record, sharded by id prefix.
+"""The embedded cache: one file per image, its record in an extended attribute of the file,
+sharded by id prefix.
 
-A store is all or nothing: the image goes to a temporary file that is renamed into place,
-then the record likewise, and a failure at any step removes whatever was made. With
-`cache.fsync` both files and then their folder are flushed before the link is handed out.
-The folder's contents are not trusted (`folder`): no symlink is followed, no record naming
-another id is believed. All file work runs in worker threads, off the event loop.
+A store writes the image under its id, then sets its record (`RECORD_XATTR`) on it: the record
+is what makes an image exist, so a file without one is a store still running or the remains of
+a crash (swept by `strays`), never served. Where the filesystem has no user extended attributes
+(or the record is too large for one), the record goes beside the image as `<id>.json`, written
+to a temporary name and renamed into place; caches written before records moved into the file
+are read the same way. With `cache.fsync` the file (bytes, size and record together) and then
+its folder are flushed before the link is handed out. The folder's contents are not trusted
+(`folder`): no symlink is followed, no record naming another id is believed. All file work runs
+in worker threads, off the event loop.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from gateway.cache import folder, strays
+from gateway.cache import folder, records, strays
 from gateway.cache.base import (
     ByteRange,
     ImageMeta,
@@ -49,8 +54,8 @@ class _Writer:
         self.root = root
         self.id = image_id
         self.sync = sync
-        self.record = f"{image_id}.json"
-        self.temporary = (f".{image_id}.part", f".{image_id}.json.part")
+        self.record = f"{image_id}{records.BESIDE}"
+        self.temporary = f".{self.record}.part"
         self.digest = hashlib.sha256()
         self.shard = -1
         self.out: NewFile | None = None
@@ -58,20 +63,23 @@ class _Writer:
     def write(self, parts: list[bytes]) -> None:
         if self.out is None:
             self.shard = folder.make_shard(self.root, self.id[:2], self.sync)
-            self.out = NewFile(self.temporary[0], dir_fd=self.shard)
+            self.out = NewFile(self.id, dir_fd=self.shard)
         for part in parts:
             self.digest.update(part)
             self.out.write(part)
 
     def commit(self, parts: list[bytes], record: StoredImage) -> StoredImage:
-        """Image, then record, then (with `sync`) the folder entries of both."""
+        """Image, then its record, then (with `sync`) the file and its folder entry."""
         self.write(parts)
         assert self.out is not None
-        self.out.close(sync=self.sync)
-        folder.rename(self.shard, self.temporary[0], self.id)
+        self.out.finish()
         image = dataclasses.replace(record, size=self.out.size, sha256=self.digest.hexdigest())
-        folder.write_file(self.shard, self.temporary[1], orjson.dumps(image.to_json()), self.sync)
-        folder.rename(self.shard, self.temporary[1], self.record)
+        raw = orjson.dumps(image.to_json())
+        in_file = records.put(self.out.fd, raw)
+        self.out.close(sync=self.sync)
+        if not in_file:
+            folder.write_file(self.shard, self.temporary, raw, self.sync)
+            folder.rename(self.shard, self.temporary, self.record)
         if self.sync:
             os.fsync(self.shard)
         self._close_shard()
@@ -82,7 +90,7 @@ class _Writer:
         if self.out is not None:
             self.out.abandon()
         if self.shard >= 0:
-            for name in (self.record, self.id, *self.temporary):
+            for name in (self.record, self.id, self.temporary):
                 with contextlib.suppress(OSError):
                     folder.remove(self.shard, name)
             self._close_shard()
@@ -141,7 +149,7 @@ class FilesystemCache(ResultCache):
     def _read_record(self, image_id: str) -> bytes | None:
         try:
             with folder.shard(self.root, image_id[:2]) as shard:
-                return folder.read_file(shard, f"{image_id}.json")
+                return records.read(shard, image_id)
         except FileNotFoundError:
             return None
 
@@ -198,7 +206,7 @@ class FilesystemCache(ResultCache):
         if not valid_id(image_id):
             return
         with contextlib.suppress(FileNotFoundError), folder.shard(self.root, image_id[:2]) as shard:
-            folder.remove(shard, f"{image_id}.json")
+            folder.remove(shard, f"{image_id}{records.BESIDE}")
             folder.remove(shard, image_id)
 
     async def count(self) -> int:
@@ -220,33 +228,33 @@ async def _storing(step: Callable[..., T], *args: object) -> T:
 
 
 def _count_records(root: Path) -> int:
-    """Every image has one `<id>.json` record in its two-character shard folder."""
+    """The images of every two-character shard folder, by name (a store still running, or a
+    crash's remains until they are swept, count too: the count is read from names alone)."""
     count = 0
     for name in folder.shard_names(root):
         with contextlib.suppress(FileNotFoundError), folder.shard(root, name) as shard:
-            count += sum(1 for n in os.listdir(shard) if _record_id(n) is not None)
+            count += len(_ids(os.listdir(shard)))
     return count
 
 
-def _record_id(name: str) -> str | None:
-    image_id = name.removesuffix(".json")
-    return image_id if image_id != name and valid_id(image_id) else None
+def _ids(names: list[str]) -> set[str]:
+    """The image ids a shard's names speak of: an image's file, or an older record beside it."""
+    return {i for n in names if valid_id(i := n.removesuffix(records.BESIDE))}
 
 
 def _scan_records(root: Path, after: str | None, limit: int) -> list[StoredImage]:
     """The first `limit` well-formed records of ids above `after`, shard by shard in id order."""
     start = after or ""
-    records: list[StoredImage] = []
+    found: list[StoredImage] = []
     for name in folder.shard_names(root):
         if name < start[:2]:
             continue
         with contextlib.suppress(FileNotFoundError), folder.shard(root, name) as shard:
-            ids = sorted(i for n in os.listdir(shard) if (i := _record_id(n)) and i > start)
-            for image_id in ids:
-                with contextlib.suppress(FileNotFoundError):
-                    image = StoredImage.parse(folder.read_file(shard, f"{image_id}.json"), image_id)
-                    if image is not None:
-                        records.append(image)
-                if len(records) >= limit:
-                    return records
-    return records
+            for image_id in sorted(i for i in _ids(os.listdir(shard)) if i > start):
+                raw = records.read(shard, image_id)
+                image = None if raw is None else StoredImage.parse(raw, image_id)
+                if image is not None:
+                    found.append(image)
+                if len(found) >= limit:
+                    return found
+    return found

@@ -35,6 +35,9 @@ CONNECT_TIMEOUT_S = 10.0
 READ_BUFFER = 1024 * 1024
 HEADER_BYTES = 1024 * 1024
 """How much of a result is read before its header is judged (JPEG metadata can precede it)."""
+WHOLE_BYTES = 2 * 1024 * 1024
+"""A result of known length up to this is read in one piece (the cache buffers that much
+anyway) rather than in chunks that are then copied together."""
 
 
 class Rehoster:
@@ -131,8 +134,12 @@ class Rehoster:
                 length = response.content_length
                 if length is not None and length > self.max_bytes:
                     raise RehostFailed("too_large", "result is larger than max_result_mb", False)
-                chunks = response.content.iter_chunked(READ_BUFFER)
-                head = await _head(chunks, min(HEADER_BYTES, self.max_bytes + 1))
+                if length is not None and length <= WHOLE_BYTES:
+                    # One buffer for the check, the hash, the write and the hot copy.
+                    head, chunks = await response.read(), _nothing()
+                else:
+                    chunks = response.content.iter_chunked(READ_BUFFER)
+                    head = await _head(chunks, min(HEADER_BYTES, self.max_bytes + 1))
                 content_type, dimensions = await _checked(head)
                 image = await self.cache.store(
                     self._capped(head, chunks), content_type, meta, dimensions
@@ -157,6 +164,12 @@ class Rehoster:
             if size > self.max_bytes:
                 raise RehostFailed("too_large", "result is larger than max_result_mb", False)
             yield chunk
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    """The rest of a body that was read whole."""
+    return
+    yield
 
 
 async def _head(chunks: AsyncIterator[bytes], size: int) -> bytes:

@@ -1,10 +1,11 @@
 """What a crash leaves in a filesystem cache shard, found by name and removed once old enough.
 
-A store writes `.<id>.part`, renames it to `<id>`, writes `.<id>.json.part` and renames that to
-`<id>.json`; a delete removes the record, then the image. So a temporary file, an image
-without its record or a record without its image is a store still running (young), a delete
-under way (which removes it anyway) or the remains of a crash (old). Names that are not an
-id's are not the cache's and stay.
+A store writes the image under its id and then its record on it (`records`), or, where the
+record lives beside it, writes `.<id>.json.part` and renames that to `<id>.json`; a delete
+removes the record, then the image. So a temporary file, an image without a record or a record
+without its image is a store still running (young), a delete under way (which removes it
+anyway) or the remains of a crash (old). Names that are not an id's are not the cache's and
+stay.
 
 Everything here blocks: it runs only in worker threads.
 """
@@ -15,13 +16,15 @@ import contextlib
 import os
 import stat
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from gateway.cache import folder
+from gateway.cache import folder, records
 from gateway.cache.base import valid_id
 
 TEMPORARY = ".part"
-RECORD = ".json"
+RECORD = records.BESIDE
 
 
 def _id_of(name: str) -> tuple[str, str]:
@@ -33,8 +36,11 @@ def _id_of(name: str) -> tuple[str, str]:
     return name, "image"
 
 
-def strays(names: list[str], after: str, upto: str | None) -> list[str]:
-    """The names among a shard's entries that belong to no whole image (ids in range only)."""
+def strays(
+    names: list[str], after: str, upto: str | None, has_own: Callable[[str], bool]
+) -> list[str]:
+    """The names among a shard's entries that belong to no whole image (ids in range only);
+    `has_own` tells whether an image file carries its record itself."""
     kinds: dict[str, dict[str, list[str]]] = {}
     for name in names:
         image_id, kind = _id_of(name)
@@ -44,8 +50,10 @@ def strays(names: list[str], after: str, upto: str | None) -> list[str]:
     found: list[str] = []
     for entries in kinds.values():
         found += entries.get("temporary", [])
-        if ("record" in entries) != ("image" in entries):
-            found += entries.get("record", []) + entries.get("image", [])
+        if "record" in entries and "image" not in entries:
+            found += entries["record"]
+        elif "image" in entries and "record" not in entries and not has_own(entries["image"][0]):
+            found += entries["image"]
     return found
 
 
@@ -58,7 +66,7 @@ def remove_strays(root: Path, after: str | None, upto: str | None, older_than_s:
         if name < start[:2] or (upto is not None and name > upto[:2]):
             continue
         with contextlib.suppress(FileNotFoundError), folder.shard(root, name) as shard:
-            for stray in strays(os.listdir(shard), start, upto):
+            for stray in strays(os.listdir(shard), start, upto, partial(records.has_own, shard)):
                 removed += _remove_if_old(shard, stray, cutoff)
     return removed
 
