@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.errors import GatewayError, UpstreamRejected
+from gateway.ids import unique_hex
 from gateway.keys import fingerprint
 from gateway.metrics import Metrics
 from gateway.state.keys.base import KeyEvent, KeySlots, KeyStatus, Slot, SlotCaps, Streak
@@ -121,7 +121,7 @@ class KeyPool:
         shift = next(self._turn) % len(candidates)
         candidates = candidates[shift:] + candidates[:shift]
         while True:
-            lease_id = secrets.token_hex(8)
+            lease_id = unique_hex()
             caps = SlotCaps(self.max_per_key, self.account_cap, self.model_caps.get(model))
             choice = await self.slots.key_acquire(
                 self.upstream, [k.fingerprint for k in candidates], model, lease_id, caps

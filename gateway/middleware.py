@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.responses import error_response
 from gateway.errors import AuthenticationFailed, GatewayError, RequestTimeout, RequestTooLarge
+from gateway.ids import unique_hex
 from gateway.logs import now_ms
 from gateway.metrics import Metrics
 from gateway.proxies import TrustedProxies
@@ -48,7 +48,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = "req_" + secrets.token_hex(12)
+        request_id = "req_" + unique_hex()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()

@@ -119,10 +119,10 @@ class CacheSettings(_Section):
     keep_prompts: bool = True
     fsync: bool = True
     min_free_mb: float = Field(512, ge=0)
-    hot_mb: float = Field(64, ge=0)
+    hot_mb: float = Field(32, ge=0)
     download_timeout_s: float = 60
     download_attempts: int = Field(6, ge=1)
-    download_concurrency: int = Field(32, ge=1)
+    download_concurrency: int = Field(16, ge=1)
     download_backoff_s: float = Field(0.25, gt=0)
     bucket: str | None = None
     prefix: str = ""

@@ -92,13 +92,17 @@ class NewFile:
         self.staged = rest
 
     def finish(self) -> None:
-        """Flush the padded tail and cut the file to its real size; the file stays open."""
+        """Flush the padded tail and cut the file to its real size; the file stays open, the
+        staging buffer goes back at once (not after a flush to disk, which may take long)."""
         if self.buffer is not None and self.staged:
             padded = -(-self.staged // BLOCK) * BLOCK
             self.buffer[self.staged : padded] = bytes(padded - self.staged)
             self.staged = padded
             self._write_staged(padded)
             os.ftruncate(self.fd, self.size)
+        if self.buffer is not None:
+            _give_back(self.buffer)
+            self.buffer = None
 
     def close(self, sync: bool = False) -> None:
         """`finish`, then close; with `sync`, data, size and attributes reach stable storage

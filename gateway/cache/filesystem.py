@@ -50,18 +50,26 @@ T = TypeVar("T")
 class _Writer:
     """The blocking half of a store: runs only in worker threads."""
 
-    def __init__(self, root: Path, image_id: str, sync: bool) -> None:
+    def __init__(self, root: Path, sync: bool) -> None:
         self.root = root
-        self.id = image_id
+        self.id = ""
+        """Drawn here, in the worker thread: its `getrandom` would give up the loop's GIL."""
         self.sync = sync
-        self.record = f"{image_id}{records.BESIDE}"
-        self.temporary = f".{self.record}.part"
         self.digest = hashlib.sha256()
         self.shard = -1
         self.out: NewFile | None = None
 
+    @property
+    def record(self) -> str:
+        return f"{self.id}{records.BESIDE}"
+
+    @property
+    def temporary(self) -> str:
+        return f".{self.record}.part"
+
     def write(self, parts: list[bytes]) -> None:
         if self.out is None:
+            self.id = new_image_id()
             self.shard = folder.make_shard(self.root, self.id[:2], self.sync)
             self.out = NewFile(self.id, dir_fd=self.shard)
         for part in parts:
@@ -73,7 +81,9 @@ class _Writer:
         self.write(parts)
         assert self.out is not None
         self.out.finish()
-        image = dataclasses.replace(record, size=self.out.size, sha256=self.digest.hexdigest())
+        image = dataclasses.replace(
+            record, id=self.id, size=self.out.size, sha256=self.digest.hexdigest()
+        )
         raw = orjson.dumps(image.to_json())
         in_file = records.put(self.out.fd, raw)
         self.out.close(sync=self.sync)
@@ -123,8 +133,7 @@ class FilesystemCache(ResultCache):
         A typical image costs one worker-thread call (write, flush, rename, record); a larger
         one adds one call per SPILL_AT written, so memory per download stays bounded.
         """
-        image_id = new_image_id()
-        writer = _Writer(self.root, image_id, self.fsync)
+        writer = _Writer(self.root, self.fsync)
         parts: list[bytes] = []
         pending = 0
         try:
@@ -134,7 +143,7 @@ class FilesystemCache(ResultCache):
                 if pending >= SPILL_AT:
                     await _storing(writer.write, parts)
                     parts, pending = [], 0
-            record = StoredImage(image_id, content_type, 0, "", time.time(), meta, *dimensions)
+            record = StoredImage("", content_type, 0, "", time.time(), meta, *dimensions)
             return await _storing(writer.commit, parts, record)
         except BaseException:
             await anyio.to_thread.run_sync(writer.discard)

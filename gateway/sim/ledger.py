@@ -7,8 +7,9 @@ capacity and records the job in one synchronous step, so concurrent submits cann
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,12 +52,18 @@ class Job:
 
 @dataclass
 class Ledger:
+    """Jobs close in the order they become due (a heap), and active tasks are counted per
+    account as they open and close, so a submit costs the same with 5 or 5,000 in flight."""
+
     config: SimConfig
     jobs: OrderedDict[str, Job] = field(default_factory=OrderedDict)
     unsettled: dict[str, Job] = field(default_factory=dict)
     balances: dict[str, float] = field(default_factory=dict)
     max_active_seen: dict[str, int] = field(default_factory=dict)
     owners: dict[str, str] = field(init=False)
+    _due: list[tuple[float, str]] = field(default_factory=list)
+    _open: Counter[tuple[str, str | None]] = field(default_factory=Counter)
+    """Unsettled jobs by (account, None) and by (account, model)."""
 
     def __post_init__(self) -> None:
         self.owners = {key: name for name, keys in self.config.accounts.items() for key in keys}
@@ -78,7 +85,6 @@ class Ledger:
 
         Nothing here awaits, so no other submit runs between the checks and the booking.
         """
-        self.settle(job.created)
         if self.balance(job.key) <= 0:
             return "no_credit"
         active = self.active(job.account, job.created)
@@ -90,6 +96,9 @@ class Ledger:
         self.balances[job.account] = self.balance(job.key) - job.cost
         self.jobs[job.id] = job
         self.unsettled[job.id] = job
+        heapq.heappush(self._due, (job.ready_at, job.id))
+        self._open[(job.account, None)] += 1
+        self._open[(job.account, job.model)] += 1
         seen = self.max_active_seen.get(job.account, 0)
         self.max_active_seen[job.account] = max(seen, active + 1)
         while len(self.jobs) > MAX_JOBS:
@@ -99,24 +108,24 @@ class Ledger:
     def settle(self, now: float | None = None) -> None:
         """Close jobs whose time has come; refund those that did not end Ready."""
         now = time.time() if now is None else now
-        for job in [job for job in self.unsettled.values() if not job.active(now)]:
-            del self.unsettled[job.id]
+        while self._due and self._due[0][0] <= now:
+            _, job_id = heapq.heappop(self._due)
+            job = self.unsettled.pop(job_id)
             job.settled = True
+            self._open[(job.account, None)] -= 1
+            self._open[(job.account, job.model)] -= 1
             if job.outcome != "Ready":
                 self.balances[job.account] = self.balances.get(job.account, 0.0) + job.cost
 
     def active(self, account: str, now: float, model: str | None = None) -> int:
-        return sum(
-            1
-            for job in self.unsettled.values()
-            if job.account == account and job.active(now) and model in (None, job.model)
-        )
+        self.settle(now)
+        return self._open[(account, model)]
 
     def active_by(self, now: float, *, account: bool) -> dict[str, int]:
         """Active jobs counted by account name, or by key fingerprint."""
+        self.settle(now)
         counts: dict[str, int] = {}
         for job in self.unsettled.values():
-            if job.active(now):
-                name = job.account if account else fingerprint(job.key)
-                counts[name] = counts.get(name, 0) + 1
+            name = job.account if account else fingerprint(job.key)
+            counts[name] = counts.get(name, 0) + 1
         return counts

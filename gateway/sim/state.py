@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections import OrderedDict, deque
@@ -40,6 +41,8 @@ class SimState:
     submits: int = 0
     result_downloads: int = 0
     fixed: StoredImage | None = None
+    fixing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """The fast mode's one image is made once, not by every request of a first burst."""
     ledger: Ledger = field(init=False)
 
     def __post_init__(self) -> None:
@@ -92,9 +95,10 @@ class SimState:
     async def render(self, spec: RenderSpec) -> StoredImage:
         """Render through a small cache: identical inputs give identical bytes anyway."""
         if self.config.result_kib is not None:
-            if self.fixed is None:
-                data = await noise_png(self.config.result_kib)
-                self.fixed = StoredImage(data, "png", hashlib.sha256(data).hexdigest())
+            async with self.fixing:
+                if self.fixed is None:
+                    data = await noise_png(self.config.result_kib)
+                    self.fixed = StoredImage(data, "png", hashlib.sha256(data).hexdigest())
             return self.fixed
         digest = spec.digest()
         cached = self.renders.get(digest)
