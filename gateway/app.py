@@ -9,7 +9,6 @@ recent errors) are mounted here, so the core never imports the console.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -238,9 +237,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> Starlette:
             async with open_parts(settings, metrics, Gallery) as parts:
                 app.state.parts = parts  # for in-process inspection (tests), not for handlers
                 assembled.app = _serving(settings, metrics, parts, team_for_key, app.state)
-                # What start-up built lives as long as the process: keep it out of every
-                # garbage collection, which then scans only what requests make.
-                gc.freeze()
                 try:
                     yield
                 finally:
