@@ -31,11 +31,13 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,14 +170,17 @@ def wrk(url: str, script: str, connections: int, duration: int) -> dict[str, flo
     return result
 
 
-async def inflight(url: str, count: int) -> tuple[float, Counter[str]]:
-    """`count` requests at once behind a slow upstream: wall time and failures by kind.
+async def inflight(
+    url: str, count: int, key: str = KEY, fetch: bool = False
+) -> tuple[float, Counter[str]]:
+    """`count` requests at once behind a slow upstream: wall time and failures by kind; with
+    `fetch`, each answer's result link is fetched too (what the gateway does upstream).
 
     The client is aiohttp (no per-request pool scan), one connection per request.
     """
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=INFLIGHT_TIMEOUT_S)
-    headers = {"authorization": f"Bearer {KEY}"}
+    headers = {"authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one() -> str:
@@ -183,6 +188,9 @@ async def inflight(url: str, count: int) -> tuple[float, Counter[str]]:
                 f"{url}/v1/images/generations", json=BODY, headers=headers
             ) as response:
                 body = await response.read()
+                if response.status == 200 and fetch:
+                    async with session.get(json.loads(body)["data"][0]["url"]) as result:
+                        await result.read()
                 if response.status == 200:
                     return "ok"
                 try:
@@ -296,6 +304,9 @@ def main() -> None:
         help="gateway worker processes, all on core 0 (more than 1 uses a private Redis)",
     )
     parser.add_argument("--skip", default="", help="comma-separated: links, edits, floor")
+    parser.add_argument(
+        "--perf", type=int, default=16, help="profile the gateway at this level (0: never)"
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     levels = [int(x) for x in args.levels.split(",")]
@@ -385,13 +396,14 @@ def rehost_level(
         args.duration,
     )
     get = wrk(result_url, "", level, args.duration)
-    through = wrk_on(
-        gw_pid,
-        f"{gw_url}/v1/images/generations",
-        WRK_POST.format(key=KEY, body=body),
-        level,
-        args.duration,
-    )
+    with profiled(gw_pid, args.perf == level) as profile:
+        through = wrk_on(
+            gw_pid,
+            f"{gw_url}/v1/images/generations",
+            WRK_POST.format(key=KEY, body=body),
+            level,
+            args.duration,
+        )
     httpx.delete(f"{sim_url}/_sim/requests")
     direct_p50 = post.get("p50_ms", 0) + get.get("p50_ms", 0)
     added = through.get("p50_ms", 0) - direct_p50
@@ -404,7 +416,44 @@ def rehost_level(
         f"({post['rps']:.0f} POST/s, {get['rps']:.0f} GET/s), added p50 {added:.1f} ms",
         flush=True,
     )
-    return {"gateway": through, "upstream_post": post, "upstream_get": get, "added_p50_ms": added}
+    row = {"gateway": through, "upstream_post": post, "upstream_get": get, "added_p50_ms": added}
+    if profile:
+        row["profile"] = profile
+        for name, share in profile.items():
+            print(f"    {share:5.1f} %  {name}", flush=True)
+    return row
+
+
+@contextlib.contextmanager
+def profiled(pid: int, wanted: bool) -> Iterator[dict[str, float]]:
+    """`perf record` of the gateway while the block runs: its CPU split by library (kernel,
+    CPython, OpenSSL's sha256, libc copies …), then the hottest symbols, in percent."""
+    profile: dict[str, float] = {}
+    if not wanted or shutil.which("perf") is None:
+        yield profile
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "perf.data"
+        recorder = subprocess.Popen(
+            ["perf", "record", "-F", "499", "-p", str(pid), "-o", str(data)],
+            stdout=QUIET,
+            stderr=QUIET,
+        )
+        try:
+            yield profile
+        finally:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(timeout=60)
+        for sort, top in (("dso", 6), ("sym", 12)):
+            report = subprocess.run(
+                ["perf", "report", "-i", str(data), "--no-children", "--sort", sort, "--stdio"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            ).stdout
+            rows = re.findall(r"^\s+([\d.]+)%\s+(.+?)\s*$", report, re.MULTILINE)
+            for share, name in rows[:top]:
+                profile[f"{sort}: {name}"] = float(share)
 
 
 def links(folder: Path, gw_url: str, gw_pid: int, duration: int) -> dict[str, Any]:
@@ -435,13 +484,16 @@ def links(folder: Path, gw_url: str, gw_pid: int, duration: int) -> dict[str, An
 def burst(
     folder: Path, sim_url: str, gw_url: str, count: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """`count` requests at once behind the slow upstream."""
+    """`count` requests at once behind the slow upstream, then the same straight at it."""
     wall, failures = asyncio.run(inflight(gw_url, count))
+    httpx.delete(f"{sim_url}/_sim/requests")
+    alone, _ = asyncio.run(inflight(sim_url, count, SIM_KEYS[0], fetch=True))
     httpx.delete(f"{sim_url}/_sim/requests")
     errors = sum(failures.values())
     print(
         f"in flight {count} behind a {args.slow_upstream_s:g} s upstream: "
-        f"{wall:.1f} s wall, {errors} errors",
+        f"{wall:.1f} s wall, {errors} errors | the upstream alone (POST + result GET) "
+        f"{alone:.1f} s",
         flush=True,
     )
     for kind, times in failures.most_common(5):
@@ -452,7 +504,7 @@ def burst(
         for line in httpx.get(f"{gw_url}/metrics").text.splitlines():
             if line.startswith(PROBLEM_METRICS):
                 print(f"    {line}", flush=True)
-    return {"wall_s": wall, "errors": errors, "error_kinds": dict(failures)}
+    return {"wall_s": wall, "errors": errors, "error_kinds": dict(failures), "alone_s": alone}
 
 
 def summary(report: dict[str, Any], args: argparse.Namespace) -> str:
@@ -498,8 +550,8 @@ def summary(report: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append(
             f"| {int(count):,} in flight behind a {args.slow_upstream_s:g} s upstream | "
             f"{row['wall_s']:.1f} s wall, {row['errors']} errors, peak RSS "
-            f"{report['peak_rss_mib']:.0f} MiB | the upstream alone {args.slow_upstream_s:g} s "
-            "| ≤ 8 s, ≤ 250 MiB |"
+            f"{report['peak_rss_mib']:.0f} MiB | the upstream alone (POST + result GET) "
+            f"{row['alone_s']:.1f} s | ≤ 8 s, ≤ 250 MiB |"
         )
     edit = report.get("edits")
     if edit:
