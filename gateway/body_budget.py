@@ -7,9 +7,10 @@ it declares a Content-Length, chunk by chunk when it streams — and gives it ba
 ends, because its parsed body lives as long as the request. A request that does not fit gets
 a retryable 503 `server_busy`. The budget is never smaller than one largest allowed body, so
 such a body can always pass on its own. Each process has its own budget (`--workers N`: N).
-It counts bytes received, while a JSON body is held about twice (bytes and parsed) and one of
-data URLs about four times (checked, then encoded again for the upstream): the process peaks
-near 2-4× the budget under such bodies (`bench/attack.py`).
+It counts bytes received, while a body is held about twice at its peak: its bytes until they
+are parsed and the parsed body, then the parsed body and its upstream encoding while that is
+sent, piece by piece (data URLs are checked slice by slice, never decoded whole): the process
+peaks near 2× the budget under such bodies (`bench/attack.py`, `bench/edits.py`).
 """
 
 from __future__ import annotations

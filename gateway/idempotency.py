@@ -13,7 +13,6 @@ bytes as the first answer.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gateway import bigjson, offload
 from gateway.cache import ResultCache, StoredImage
 from gateway.errors import (
     Conflict,
@@ -29,6 +29,7 @@ from gateway.errors import (
     InvalidRequest,
     ServiceUnavailable,
 )
+from gateway.media import b64encode
 from gateway.requests import ParsedRequest
 from gateway.state.idempotency.base import IdempotencyRecords
 
@@ -39,13 +40,24 @@ FIRST_POLL_S = 0.05
 MAX_POLL_S = 0.5
 
 
-def body_hash(parsed: ParsedRequest) -> str:
-    """A hash of what the request means, not of its bytes (multipart boundaries differ)."""
+async def body_hash(parsed: ParsedRequest) -> str:
+    """A hash of what the request means, not of its bytes (multipart boundaries differ).
+
+    With references as data URLs that is tens of megabytes to encode and hash: a worker
+    thread does it, in pieces."""
+    size = sum(len(ref.value) for ref in parsed.references)
+    return await offload.run(size, _digest, parsed)
+
+
+def _digest(parsed: ParsedRequest) -> str:
     canonical = {
         "body": parsed.body.model_dump(mode="json", exclude_none=True, exclude={"image", "images"}),
         "references": [ref.value for ref in parsed.references],
     }
-    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    digest = hashlib.sha256()
+    for piece in bigjson.pieces(canonical, sort_keys=True):
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,7 @@ class Idempotency:
             if image is None:
                 return None
             data = await self.cache.read(image)
-            body["data"][int(index)]["b64_json"] = base64.b64encode(data).decode("ascii")
+            body["data"][int(index)]["b64_json"] = await offload.run(len(data), b64encode, data)
         return Replay(body, record["headers"])
 
     async def finish(

@@ -7,14 +7,13 @@ the request and encodes the answer, this runs the jobs in between.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import pricing
+from gateway import offload, pricing
 from gateway.cache import ImageMeta, ResultCache, StoredImage
 from gateway.cache.rehost import Rehoster
 from gateway.catalog import MODELS, REFERENCE_KEYS, ModelSpec
@@ -29,7 +28,7 @@ from gateway.errors import (
 from gateway.image_header import reference_sizes
 from gateway.limits import TeamLimiter, Ticket
 from gateway.links import Links
-from gateway.media import to_data_url
+from gateway.media import b64encode, to_data_url
 from gateway.metrics import Metrics
 from gateway.pricing import PriceTable
 from gateway.requests import ParsedRequest, Reference
@@ -115,7 +114,8 @@ class ImagePipeline:
                 raise InvalidRequest(
                     f"'{ref.param}' is not a known image of this gateway.", param=ref.param
                 )
-            inlined[ref.value] = to_data_url(await self.cache.read(image), image.content_type)
+            data = await self.cache.read(image)
+            inlined[ref.value] = await offload.run(len(data), to_data_url, data, image.content_type)
         return [
             Candidate(
                 c.route,
@@ -231,7 +231,7 @@ class ImagePipeline:
         entry: dict[str, Any] = {}
         if response_format == "b64_json":
             data = await self.cache.read(delivered.image)
-            entry["b64_json"] = base64.b64encode(data).decode("ascii")
+            entry["b64_json"] = await offload.run(len(data), b64encode, data)
         else:
             entry["url"] = self.links.url(delivered.image)
         if delivered.outcome.result.revised_prompt:

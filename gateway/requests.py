@@ -8,16 +8,17 @@ reference list that becomes `input_image`, `input_image_2` … upstream.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
-from gateway import media
+from gateway import bigjson, media, offload
 from gateway.catalog import MODELS, REFERENCE_KEYS
 from gateway.errors import InvalidRequest, UnknownParameter
 
@@ -151,10 +152,21 @@ def _error_from(exc: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param)
 
 
+FileSource = bytes | BinaryIO
+"""An uploaded reference: its bytes, or the spooled file to read them from."""
+
+
 def validate(
-    data: dict[str, Any], files: list[tuple[str, bytes]] | None = None, own_prefix: str = ""
+    data: dict[str, Any],
+    files: Sequence[tuple[str, FileSource]] | None = None,
+    own_prefix: str = "",
+    known_base64: Sequence[str] = (),
 ) -> ParsedRequest:
-    """Validate a body (already decoded) and collect its reference images in order."""
+    """Validate a body (already decoded) and collect its reference images in order.
+
+    Checking data URLs reads them whole: with big ones, call it through `offload.run`.
+    `known_base64`: strings of `data` that `bigjson.loads` found all base64 (after a data
+    URL's header, up to the closing '='), whose alphabet need not be checked again."""
     if "mask" in data:
         raise InvalidRequest(_UNSUPPORTED["mask"], param="mask", code="unsupported_parameter")
     try:
@@ -162,11 +174,15 @@ def validate(
     except ValidationError as exc:
         raise _error_from(exc) from None
     body.check_neutral()
-    return ParsedRequest(body, tuple(_references(body, files or [], own_prefix)))
+    checked = {id(text) for text in known_base64}  # the very strings, alive in `data`
+    return ParsedRequest(body, tuple(_references(body, files or [], own_prefix, checked)))
 
 
 def _references(
-    body: ImageRequest, files: list[tuple[str, bytes]], own_prefix: str
+    body: ImageRequest,
+    files: Sequence[tuple[str, FileSource]],
+    own_prefix: str,
+    checked: set[int],
 ) -> list[Reference]:
     native = [Reference(k, v) for k in REFERENCE_KEYS if (v := getattr(body, k)) is not None]
     openai_style: list[Reference] = []
@@ -181,6 +197,7 @@ def _references(
     for i, item in enumerate(body.images or []):
         value = item.image_url if isinstance(item, ImageRef) else item
         openai_style.append(Reference(f"images[{i}]", value))
+    given = len(openai_style)
     openai_style += [Reference(param, _file_data_url(param, data)) for param, data in files]
     if native and openai_style:
         raise InvalidRequest(
@@ -195,21 +212,26 @@ def _references(
             f"At most {len(REFERENCE_KEYS)} reference images are supported.",
             param=REFERENCE_KEYS[-1],
         )
-    for ref in refs:
-        check_reference(ref, own_prefix)
+    # Data URLs made here from files are right by construction; the others are checked.
+    for index, ref in enumerate(refs if native else refs[:given]):
+        if index:
+            offload.breathe()
+        check_reference(ref, own_prefix, alphabet_checked=id(ref.value) in checked)
     return refs
 
 
-def _file_data_url(param: str, data: bytes) -> str:
+def _file_data_url(param: str, source: FileSource) -> str:
+    limit = MAX_REFERENCE_MB * 1024 * 1024
+    data = source if isinstance(source, bytes) else source.read(limit + 1)
     content_type = media.sniff(data[: media.SNIFF_BYTES])
     if content_type is None:
         raise InvalidRequest(f"'{param}' is not a PNG, JPEG or WebP image.", param=param)
-    if len(data) > MAX_REFERENCE_MB * 1024 * 1024:
+    if len(data) > limit:
         raise InvalidRequest(f"'{param}' is larger than {MAX_REFERENCE_MB} MB.", param=param)
     return media.to_data_url(data, content_type)
 
 
-def check_reference(ref: Reference, own_prefix: str) -> None:
+def check_reference(ref: Reference, own_prefix: str, *, alphabet_checked: bool = False) -> None:
     """A reference must be an https URL, an image data URL, or (checked later) a gateway link."""
     value = ref.value
     if own_prefix and value.startswith(own_prefix):
@@ -219,14 +241,13 @@ def check_reference(ref: Reference, own_prefix: str) -> None:
             raise InvalidRequest(
                 f"'{ref.param}' is larger than {MAX_REFERENCE_MB} MB.", param=ref.param
             )
-        parsed = media.parse_data_url(value)
-        if parsed is None:
+        checked = media.check_data_url(value, alphabet_checked=alphabet_checked)
+        if checked is None:
             raise InvalidRequest(
                 f"'{ref.param}' is not a valid data:image/(png|jpeg|webp);base64 URL.",
                 param=ref.param,
             )
-        declared, data = parsed
-        actual = media.sniff(data[: media.SNIFF_BYTES])
+        declared, actual = checked
         if actual != declared:
             raise InvalidRequest(
                 f"'{ref.param}' declares {declared} but its bytes are "
@@ -243,58 +264,85 @@ def check_reference(ref: Reference, own_prefix: str) -> None:
         )
 
 
+async def read_body(request: Request) -> bytearray:
+    """The body, gathered as it arrives.
+
+    Not `Request.body()`: that joins the chunks in one more whole copy (one long call for a
+    big body) and keeps it on the request, beside the parsed body, until the request ends."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+    return body
+
+
+def decode_json(holder: list[bytearray]) -> tuple[object, list[str]]:
+    """The JSON of the body in `holder`, which is emptied (the bytes go once they are parsed),
+    and its big base64 strings (`bigjson.loads`)."""
+    raw = holder.pop()
+    try:
+        return bigjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
+
+
+def _validate_json(holder: list[bytearray], own_prefix: str) -> ParsedRequest:
+    data, known_base64 = decode_json(holder)
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must be a JSON object.", code="invalid_json")
+    return validate(data, None, own_prefix, known_base64)
+
+
 async def parse(request: Request, max_body_bytes: int, own_prefix: str) -> ParsedRequest:
     """Decode a JSON or multipart body, coercing form strings, and validate it.
 
-    `own_prefix` is the start of this gateway's durable links, accepted as references.
+    `own_prefix` is the start of this gateway's durable links, accepted as references. The
+    decoding and checking of a big body run in one worker-thread call (`offload.run`).
     """
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        data, files = await _read_form(request, max_body_bytes)
-        return validate(data, files, own_prefix)
-    raw = await request.body()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The body must be a JSON object.", code="invalid_json")
-    return validate(data, None, own_prefix)
+        form = await request.form(
+            max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=max_body_bytes
+        )
+        try:
+            data, files = _form_fields(form)
+            size = bigjson.text_size(data) + sum(upload.size or 0 for upload in _uploads(form))
+            return await offload.run(size, validate, data, files, own_prefix)
+        finally:
+            await form.close()
+    holder = [await read_body(request)]
+    return await offload.run(len(holder[0]), _validate_json, holder, own_prefix)
 
 
 _LIST_FIELD = re.compile(r"^(?P<name>[a-z_0-9]+)\[\d*\]$")
 
 
-async def _read_form(
-    request: Request, max_body_bytes: int
-) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
-    form = await request.form(
-        max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=max_body_bytes
-    )
+def _uploads(form: FormData) -> list[UploadFile]:
+    return [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+
+
+def _form_fields(form: FormData) -> tuple[dict[str, Any], list[tuple[str, FileSource]]]:
+    """The form's fields as a body, and its `image` files in order (read later, in `validate`)."""
     data: dict[str, Any] = {}
-    files: list[tuple[str, bytes]] = []
+    files: list[tuple[str, FileSource]] = []
     counts: dict[str, int] = {}
-    try:
-        for key, value in form.multi_items():
-            match = _LIST_FIELD.match(key)
-            name = match.group("name") if match else key
-            if isinstance(value, UploadFile):
-                if name != "image":
-                    raise _unexpected_file(name)
-                index = counts.get(name, 0)
-                counts[name] = index + 1
-                files.append((f"image[{index}]", await value.read()))
-            elif match or (name in ("image", "images") and name in data):
-                data.setdefault(name, [])
-                if not isinstance(data[name], list):
-                    data[name] = [data[name]]
-                data[name].append(value)
-            elif name in data:
-                raise InvalidRequest(f"'{name}' is given more than once.", param=name)
-            else:
-                data[name] = value
-    finally:
-        await form.close()
+    for key, value in form.multi_items():
+        match = _LIST_FIELD.match(key)
+        name = match.group("name") if match else key
+        if isinstance(value, UploadFile):
+            if name != "image":
+                raise _unexpected_file(name)
+            index = counts.get(name, 0)
+            counts[name] = index + 1
+            files.append((f"image[{index}]", value.file))
+        elif match or (name in ("image", "images") and name in data):
+            data.setdefault(name, [])
+            if not isinstance(data[name], list):
+                data[name] = [data[name]]
+            data[name].append(value)
+        elif name in data:
+            raise InvalidRequest(f"'{name}' is given more than once.", param=name)
+        else:
+            data[name] = value
     if "image" in data and files:
         raise InvalidRequest("Give 'image' either as files or as URLs, not both.", param="image")
     return data, files

@@ -8,13 +8,12 @@ Every answer of these routes, errors included, is in BFL's shapes (`bfl_shapes`)
 
 from __future__ import annotations
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from gateway import usage
+from gateway import offload, usage
 from gateway.api import bfl_shapes
 from gateway.api.responses import JSONResponse
 from gateway.errors import GatewayError, InvalidRequest, QuotaExceeded, RateLimited
@@ -22,7 +21,7 @@ from gateway.jobs.run import JobRun
 from gateway.jobs.service import Jobs
 from gateway.middleware import NativeRoutes
 from gateway.pipeline import ImagePipeline
-from gateway.requests import validate
+from gateway.requests import ParsedRequest, decode_json, read_body, validate
 from gateway.state.base import State
 from gateway.usage import Usage
 
@@ -82,8 +81,9 @@ class BflApi:
         pipeline = self.pipeline
         team = request.state.team
         request_id: str = request.state.request_id
-        fields = bfl_shapes.image_fields(request.path_params["model"], await self._json(request))
-        parsed = validate(fields, None, pipeline.links.prefix)
+        holder = [await read_body(request)]
+        model = request.path_params["model"]
+        parsed = await offload.run(len(holder[0]), _parse, holder, model, pipeline.links.prefix)
         spec = pipeline.model(parsed.body.model, team)
         request.state.model = spec.id
         candidates = pipeline.plan(parsed, spec)
@@ -97,13 +97,6 @@ class BflApi:
         )
         polling_url = f"{self.base_url}{RESULT_PATH}?id={record.id}"
         return JSONResponse({"id": record.id, "polling_url": polling_url}, headers=ticket.headers)
-
-    async def _json(self, request: Request) -> object:
-        raw = await request.body()
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
 
     async def get_result(self, request: Request) -> Response:
         """BFL's poll answer for a job of the key's team; `Task not found` for any other id."""
@@ -121,3 +114,9 @@ class BflApi:
             return bfl_shapes.not_found(job_id)
         request.state.model = record.model
         return JSONResponse(bfl_shapes.poll_body(record))
+
+
+def _parse(holder: list[bytearray], model: str, own_prefix: str) -> ParsedRequest:
+    """A BFL body, decoded and checked in one go (in a worker thread when it is big)."""
+    data, known_base64 = decode_json(holder)
+    return validate(bfl_shapes.image_fields(model, data), None, own_prefix, known_base64)

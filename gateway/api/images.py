@@ -111,7 +111,7 @@ class CreateImage:
         idem_key = request.headers.get("idempotency-key")
         idem_name = self.idempotency.name(team.name, idem_key) if idem_key is not None else None
         if idem_name is not None:
-            replay = await self.idempotency.begin(idem_name, body_hash(parsed))
+            replay = await self.idempotency.begin(idem_name, await body_hash(parsed))
             if replay is not None:
                 job = await self.jobs.replayed(team.name, replay.body)
                 if job is not None:

@@ -81,13 +81,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
-        body = await request.aread()
+        # A body given as pieces (a big upstream body, `Upstream.post_json`) is sent as it
+        # comes rather than joined into one more copy first.
+        streamed = not isinstance(request.stream, httpx.ByteStream)
+        body = request.stream if streamed else await request.aread() or None
         with _as_httpx_errors(request):
             response = await self._session.get().request(
                 request.method,
                 str(request.url),
                 headers=request.headers.multi_items(),
-                data=body or None,
+                data=body,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
                     sock_connect=timeout.get("connect"),
