@@ -268,6 +268,17 @@ class RedisServer:
             sock.recv(16)
 
 
+TCP_ESTABLISHED = "01"
+
+
+def connections_to(port: int) -> int:
+    """TCP connections to 127.0.0.1:`port` established on this machine (/proc/net/tcp): the
+    client's side of one leaves that state as soon as the client closes its socket."""
+    peer = f"0100007F:{port:04X}"
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(1 for row in rows if row[2] == peer and row[3] == TCP_ESTABLISHED)
+
+
 class LogLines(logging.Handler):
     """The gateway's log output, formatted as it is written in production."""
 

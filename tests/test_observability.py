@@ -400,8 +400,10 @@ def test_no_secret_reaches_logs_metrics_or_admin_output(sim: Sim, tmp_path: Path
     url = f"http://127.0.0.1:{port}"
     token = "metrics-token-secret-0123"
     seen: list[str] = []
-    with gateway_process(config, port, env) as process:
-        client = httpx.Client(base_url=url, headers=auth(ALPHA_KEY), timeout=60)
+    with (
+        gateway_process(config, port, env) as process,
+        httpx.Client(base_url=url, headers=auth(ALPHA_KEY), timeout=60) as client,
+    ):
         sim.faults(rate_limit_keys={sim.keys[0]: 60})
         answers = [
             client.post(GENERATIONS, json={"model": "flux-2-pro", "prompt": prompt}),

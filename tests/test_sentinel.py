@@ -20,13 +20,14 @@ from gateway.settings import Settings
 from gateway.state.admission.base import Counters, Limits, Reservation
 from gateway.state.base import State
 from gateway.state.budget import request_budget
-from gateway.state.connection import RedisConnection
+from gateway.state.connection import MAX_CONNECTIONS, RedisConnection
 from gateway.state.guard import Failures, guard_state
 from gateway.state.memory import memory_state
 from gateway.state.redis import redis_state
+from gateway.state.sentinel import SafeSentinel
 from tests.conftest import Gateway, gateway_settings, start_gateway
-from tests.helpers import Sim
-from tests.redis_topologies import SentinelSet
+from tests.helpers import Sim, free_port
+from tests.redis_topologies import MASTER, SentinelSet
 
 TIMEOUT_S = 1.0
 KEY = "sk-test-sentinel-0123456789"
@@ -203,3 +204,22 @@ def test_check_config_shows_the_sentinel_set_with_passwords_masked() -> None:
         "master": "gw",
         "db": 2,
     }
+
+
+async def test_discoveries_at_once_keep_every_sentinel(redis_sentinel: SentinelSet) -> None:
+    """A burst of new connections (as many as the pool holds) asks for the master all at once,
+    here past a sentinel that is down: each finds the master, and every sentinel, the dead one
+    too, stays on the list (redis-py's own reordering dropped one, with the connections it
+    held open)."""
+    dead = ("127.0.0.1", free_port())
+    nodes = [dead, *(("127.0.0.1", port) for port in redis_sentinel.sentinel_ports)]
+    sentinel = SafeSentinel(nodes, sentinel_kwargs={"socket_timeout": TIMEOUT_S})
+    clients = {id(client) for client in sentinel.sentinels}
+    try:
+        found = await asyncio.gather(
+            *(sentinel.discover_master(MASTER) for _ in range(MAX_CONNECTIONS))
+        )
+        assert set(found) == {("127.0.0.1", redis_sentinel.master())}
+        assert {id(client) for client in sentinel.sentinels} == clients
+    finally:
+        await sentinel.aclose()

@@ -19,7 +19,7 @@ from gateway.state.guard import Failures, guard_state
 from gateway.state.keys.base import KeyChoice, KeyStatus, Slot, SlotCaps, Streak
 from gateway.state.memory import memory_state
 from gateway.state.redis import redis_state
-from tests.helpers import RedisServer
+from tests.helpers import RedisServer, connections_to
 from tests.redis_topologies import ClusterSet, SentinelSet
 
 NAMES = Counters("team-a", "20261125", "202611")
@@ -285,6 +285,23 @@ async def test_a_burst_larger_than_the_connection_pool_waits_for_connections(
         *(state.usage.usage_add("burst", "20261125", {"requests": 1}) for _ in range(burst))
     )
     assert await state.usage.usage_get("burst", ["20261125"]) == {"20261125": {"requests": burst}}
+
+
+async def test_a_call_under_way_when_the_state_closes_leaves_no_connection_open(
+    tmp_path: Path,
+) -> None:
+    """At shutdown a request the server cancelled may still be settling while the state
+    closes: its call is let finish, then its new connection is closed with the others."""
+    server = RedisServer(tmp_path).start()
+    try:
+        conn = RedisConnection(server.url)
+        settling = asyncio.create_task(conn.now_ms())
+        await asyncio.sleep(0)  # the call has begun: it is opening its connection
+        await conn.aclose()
+        assert await settling > 0
+        assert connections_to(server.port) == 0
+    finally:
+        server.stop()
 
 
 async def test_account_cap_is_exact_across_two_replicas(redis_server: RedisServer) -> None:

@@ -15,6 +15,7 @@ expiry. Each call is bounded by the request's budget (`budget.py`), so a request
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any, TypeVar, cast
@@ -32,6 +33,7 @@ from redis.typing import EncodableT, KeyT
 
 from gateway.errors import StateUnavailable
 from gateway.state.budget import BudgetSpent, bounded, detached
+from gateway.state.sentinel import SafeSentinel
 from gateway.state.topology import Topology, checked_topology
 
 DEFAULT_PREFIX = "fg:"
@@ -91,6 +93,9 @@ class RedisConnection:
         self._calls = asyncio.Semaphore(MAX_CONNECTIONS)
         self._cleanups: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def _client(self, topology: Topology) -> aioredis.Redis:
         options = _options(self.timeout_s)
@@ -100,7 +105,7 @@ class RedisConnection:
                 "password": topology.sentinel_password,
                 "ssl": topology.tls,
             }
-            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            self._sentinel = SafeSentinel(  # type: ignore[no-untyped-call]
                 list(topology.hosts), sentinel_kwargs=sentinel_options, **options
             )
             tls: dict[str, Any] = {"ssl": True} if topology.tls else {}
@@ -149,6 +154,8 @@ class RedisConnection:
             # A request still finishing after shutdown must not open a connection that
             # nothing would ever close again.
             raise StateUnavailable("redis: the state connection is closed")
+        self._running += 1
+        self._idle.clear()
         try:
             async with bounded(timeout_s or self.timeout_s), self._calls:
                 if self._cluster is not None:
@@ -164,6 +171,10 @@ class RedisConnection:
             # A cluster's own refusals (no node for a slot, keys over slots) are not
             # RedisErrors; they reach the client as the same 503.
             raise StateUnavailable(f"redis: {exc}") from exc
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
 
     async def run(
         self, script: AsyncScript, keys: list[str], args: list[Any], timeout_s: float | None = None
@@ -196,6 +207,12 @@ class RedisConnection:
         for task in list(self._cleanups):
             task.cancel()
         await asyncio.gather(*self._cleanups, return_exceptions=True)
+        # Calls already under way (requests cancelled at shutdown settling what they took) end
+        # within their timeout; closing the pool under them would miss a connection still
+        # being opened, which would then stay open in a pool nothing closes again.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timeout_s):
+                await self._idle.wait()
         await self.redis.aclose()
         if self._sentinel is not None:
             await self._sentinel.aclose()
