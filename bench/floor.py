@@ -12,14 +12,17 @@ filesystem cache uses), and hashing. Each step runs for `--seconds` and stops by
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from gateway.cache.base import ImageMeta
 from gateway.cache.direct import NewFile
+from gateway.cache.filesystem import FilesystemCache
 
 MIB = 1024 * 1024
 CHUNK = 64 * 1024
@@ -63,7 +66,26 @@ def measure(seconds: float = 3.0, where: str | None = None) -> dict[str, tuple[f
             "write 1 MiB file, buffered": cpu_ms_per_call(buffered, seconds),
             "write 1 MiB file, O_DIRECT": cpu_ms_per_call(direct, seconds),
             "sha256 of 1 MiB": cpu_ms_per_call(sha256, seconds),
+            "store of 1 MiB by the filesystem cache": asyncio.run(stores(folder, image, seconds)),
         }
+
+
+async def stores(folder: Path, image: bytes, seconds: float) -> tuple[float, float]:
+    """`FilesystemCache.store` one after another, as the gateway makes them (hash, O_DIRECT
+    write, record, fsync of file and folder, one worker-thread hop each)."""
+    cache = FilesystemCache(folder / "cache")
+    meta = ImageMeta("bench", "flux-2-pro", "req_bench", "bench")
+
+    async def one() -> AsyncIterator[bytes]:
+        yield image
+
+    calls = 0
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall_start < seconds:
+        await cache.store(one(), "image/png", meta, (1, 1))
+        calls += 1
+    wall = time.perf_counter() - wall_start
+    return (time.process_time() - cpu_start) * 1000 / calls, calls / wall
 
 
 def images_per_s(rows: dict[str, tuple[float, float]]) -> float:
