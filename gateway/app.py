@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.datastructures import State as AppState
@@ -27,7 +27,7 @@ from gateway.api.files import LINK_METHODS, ImageFiles, ImageLane
 from gateway.api.images import CreateImage
 from gateway.api.jobs import JobRoutes
 from gateway.api.models import Models
-from gateway.api.responses import error_response
+from gateway.api.responses import ErrorHandler, error_response
 from gateway.body_budget import BodyBudget, BodyBudgetGate
 from gateway.console.gallery import Gallery
 from gateway.console.recent import RecentErrors
@@ -45,10 +45,8 @@ from gateway.validation import client_keys, validate
 
 log = logging.getLogger("gateway")
 
-Handler = Callable[[Request, Exception], Awaitable[Response]]
 
-
-def _error_handlers(recent: RecentErrors) -> dict[type[Exception], Handler]:
+def _error_handlers(recent: RecentErrors) -> dict[type[Exception], ErrorHandler]:
     """One OpenAI envelope for every error; team errors and server errors are also listed."""
 
     async def remember(request: Request, error: GatewayError) -> None:
@@ -187,13 +185,14 @@ def _serving(
 ) -> Starlette:
     """The app requests are served from, assembled from the live parts."""
     recent = RecentErrors(parts.state.listings)
+    errors = _error_handlers(recent)
     files = ImageFiles(parts.links, parts.cache, settings.cache)
     image_route = Route("/images/{name}", files.get_image, methods=list(LINK_METHODS))
     middleware = [
         Middleware(
             RequestContext, metrics=metrics, trusted_proxies=settings.server.trusted_proxies
         ),
-        Middleware(ImageLane, route=image_route),
+        Middleware(ImageLane, route=image_route, errors=errors),
         Middleware(DrainGate),
         Middleware(
             BodyLimit,
@@ -210,7 +209,7 @@ def _serving(
     app = Starlette(
         routes=_routes(settings, metrics, parts, recent, image_route),
         middleware=middleware,
-        exception_handlers=_error_handlers(recent),
+        exception_handlers=errors,
     )
     app.state = shared  # one `draining` flag, set on the app `create_app` returned
     return app

@@ -8,7 +8,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from gateway.api.files import LINK_METHODS, ImageLane
+from gateway.api.responses import error_response
+from gateway.errors import GatewayError, NotFound, ServerError
 from tests.conftest import CLIENT_KEY, Gateway, gateway_settings
 from tests.helpers import Sim, data_url, free_port, gateway_process, write_config
 
@@ -69,7 +76,13 @@ def test_link_http_semantics(client: openai.OpenAI, sim: Sim) -> None:
 def test_unknown_or_hostile_links_are_404(gateway: Gateway, path: str) -> None:
     response = httpx.get(f"{gateway.url}{path}")
     assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"].startswith("req_")
+    error = response.json()["error"]
+    message = error.pop("message")
+    assert error == {"type": "invalid_request_error", "param": None, "code": "not_found"}
+    # A well-formed link name is answered by the link lane, anything else by the router.
+    assert message == "No such image." or message.startswith("Unknown route: GET ")
 
 
 def test_stored_metadata_file_is_not_served(client: openai.OpenAI, gateway: Gateway) -> None:
@@ -152,3 +165,48 @@ key_hashes = ["{__import__("gateway.keys").keys.hash_key(CLIENT_KEY)}"]
         after = httpx.get(url)
     assert after.status_code == 200
     assert after.content == before == upstream_bytes(sim)[0]
+
+
+async def test_the_link_lane_renders_errors_with_the_apps_handlers_and_never_runs_twice() -> None:
+    """A link's error is answered by the handler of its nearest class, once; the rest of the
+    app (the API middleware and router) is never reached for a link."""
+    calls: list[str] = []
+
+    async def failing(request: Request) -> Response:
+        calls.append(request.path_params["name"])
+        if request.path_params["name"].startswith("gone"):
+            raise NotFound("No such image.")
+        raise RuntimeError("disk on fire")
+
+    async def rest(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("a link went past the lane")
+
+    async def gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return error_response(exc)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return error_response(ServerError(f"unexpected {type(exc).__name__}"))
+
+    lane = ImageLane(
+        rest,
+        Route("/images/{name}", failing, methods=list(LINK_METHODS)),
+        {GatewayError: gateway_error, Exception: unexpected},
+    )
+    transport = httpx.ASGITransport(app=lane)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        gone = await http.get("/images/gone.png")
+        broken = await http.head("/images/broken.png")
+    assert (gone.status_code, gone.json()) == (
+        404,
+        {
+            "error": {
+                "message": "No such image.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "not_found",
+            }
+        },
+    )
+    assert broken.status_code == 500
+    assert calls == ["gone.png", "broken.png"]

@@ -10,13 +10,14 @@ signed anew on each request, so the link itself never expires. Every answer says
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.api.responses import ErrorHandler
 from gateway.cache.base import IMMUTABLE, ByteRange, ResultCache, StoredImage, prepend
 from gateway.errors import NotFound
 from gateway.links import IMAGE_PATH, Links
@@ -87,12 +88,16 @@ class ImageFiles:
 class ImageLane:
     """Pure ASGI, right after the request context: durable-link GETs and HEADs are answered
     here, past the API's middleware (client keys, team limits, body checks), which a link needs
-    none of — a link is fetched far more often than an image is made. Any error goes down the
-    usual path instead, so it is answered, rendered and listed exactly as before."""
+    none of — a link is fetched far more often than an image is made. Errors are rendered by
+    the app's own handlers (`errors`, by exception class), so they read and are listed exactly
+    as on the usual path."""
 
-    def __init__(self, app: ASGIApp, route: Route) -> None:
+    def __init__(
+        self, app: ASGIApp, route: Route, errors: Mapping[type[Exception], ErrorHandler]
+    ) -> None:
         self.app = app
         self.route = route
+        self.errors = errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -101,14 +106,18 @@ class ImageLane:
             if name and "/" not in name and scope["method"] in LINK_METHODS:
                 scope["path_params"] = {"name": name}
                 scope["route"] = self.route
+                request = Request(scope, receive)
                 try:
-                    response = await self.route.endpoint(Request(scope, receive))
-                except Exception:  # answered again below, with its real error
-                    pass
-                else:
-                    await response(scope, receive, send)
-                    return
+                    response = await self.route.endpoint(request)
+                except Exception as exc:
+                    response = await self._handler(exc)(request, exc)
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> ErrorHandler:
+        """The handler of the nearest class of `exc`, as Starlette looks it up."""
+        return next(self.errors[kind] for kind in type(exc).__mro__ if kind in self.errors)
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

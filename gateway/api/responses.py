@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError
+
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+"""An app's exception handler: the error envelope for an exception raised by a handler."""
 
 
 class JSONResponse(Response):
