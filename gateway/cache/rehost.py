@@ -18,14 +18,13 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import aiohttp
-import anyio.to_thread
 
 from gateway import media
 from gateway.cache import addresses
 from gateway.cache.base import ImageMeta, ResultCache, StoredImage
 from gateway.errors import RehostFailed, StorageError, UpstreamError
 from gateway.http_session import LazySession
-from gateway.image_header import size_of
+from gateway.image_header import result_size
 from gateway.metrics import Metrics
 from gateway.settings import CacheSettings
 
@@ -35,10 +34,6 @@ CONNECT_TIMEOUT_S = 10.0
 READ_BUFFER = 1024 * 1024
 HEADER_BYTES = 1024 * 1024
 """How much of a result is read before its header is judged (JPEG metadata can precede it)."""
-PROBE_BYTES = 4096
-"""A header found within this many bytes is read on the event loop: Pillow's walk of 4 KiB is
-bounded (tens of µs), cheaper than a worker-thread hop. Anything else (a WebP, a JPEG with long
-metadata) is read from the whole head in a worker thread."""
 WHOLE_BYTES = 2 * 1024 * 1024
 """A result of known length up to this is read in one piece (the cache buffers that much
 anyway) rather than in chunks that are then copied together."""
@@ -191,9 +186,7 @@ async def _checked(head: bytes) -> tuple[str, tuple[int, int]]:
     content_type = media.sniff(head)
     if content_type is None:
         raise RehostFailed("not_image", "result is not a PNG, JPEG or WebP image", False)
-    dimensions = size_of(head[:PROBE_BYTES])
-    if dimensions is None and len(head) > PROBE_BYTES:
-        dimensions = await anyio.to_thread.run_sync(size_of, head)
+    dimensions = await result_size(head)
     if dimensions is None:
         raise RehostFailed(
             "bad_header", f"result starts like {content_type} but has no readable header", False
